@@ -1,0 +1,214 @@
+"""Value decomposition backbone: IQL, VDN, QMIX and QPLEX share this one TD learner; the mixer is the only
+difference.
+
+pymarl conventions: a recurrent agent shared across agents (supplied by the paradigm), whole-episode replay
+with padding masks, linear epsilon schedule, double-Q, hard target updates, optional TD(lambda), gradient
+clipping, and unavailable actions masked before every argmax.
+
+The training step of any paradigm on this backbone is `td_loss` plus `update` below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flashbax as fbx
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ctde.config import TrainConfig
+from ctde.envs.base import Environment
+from ctde.nets.mixers import make_mixer
+from ctde.paradigms.base import Paradigm
+from ctde.training.rollout import EpisodeStats, Trajectory, collect, epsilon_greedy, masked_argmax
+
+
+@struct.dataclass
+class VDParams:
+    agents: Any  # the paradigm's networks
+    mixer: Any
+
+
+@struct.dataclass
+class VDState:
+    """Everything one seed's learner carries between iterations (and what a checkpoint holds)."""
+
+    params: VDParams
+    target_params: VDParams
+    opt_state: Any
+    replay: Any  # flashbax buffer state of Trajectory items [T + 1, ...]
+    env_steps: jax.Array  # int32 []
+    episodes: jax.Array  # int32 []
+    updates: jax.Array  # int32 []
+    rng: jax.Array
+
+
+def lambda_returns(rewards: jax.Array, terminal: jax.Array, done: jax.Array, next_values: jax.Array,
+                   gamma: float, lam: float) -> jax.Array:
+    """TD(lambda) targets, computed backwards over time.
+
+    G_t = r_t + gamma * (1 - terminal_t) * ((1 - lam) * V_{t+1} + lam * G_{t+1}), where G_{t+1} is replaced by
+    V_{t+1} wherever the episode ends at t (done_t) or the sequence ends. lam = 0 gives one-step TD.
+
+    rewards, terminal, done: [T, B]; next_values V_{t+1}: [T, B, k] -> targets [T, B, k].
+    """
+    cont = (1.0 - terminal.astype(jnp.float32))[..., None]
+    cut = done[..., None]
+    r = rewards[..., None]
+
+    def backwards(g_next, xs):
+        r_t, cont_t, cut_t, v_next = xs
+        g_next = jnp.where(cut_t, v_next, g_next)
+        g = r_t + gamma * cont_t * ((1.0 - lam) * v_next + lam * g_next)
+        return g, g
+
+    _, targets = jax.lax.scan(backwards, next_values[-1], (r, cont, cut, next_values), reverse=True)
+    return targets
+
+
+def _take(values: jax.Array, actions: jax.Array) -> jax.Array:
+    return jnp.take_along_axis(values, actions[..., None], axis=-1)[..., 0]
+
+
+class ValueDecomposition:
+    """TD learning of per-agent utilities through a mixer. See module docstring."""
+
+    def __init__(self, config: TrainConfig, env: Environment, paradigm: Paradigm):
+        self.config = config
+        self.algo = config.algo
+        self.env = env
+        self.paradigm = paradigm
+        spec = env.spec
+        self.mixer = make_mixer(self.algo.name, spec.n_agents, self.algo.mixer_embed_dim, self.algo.hypernet_layers,
+                                self.algo.hypernet_embed, self.algo.qplex_kernels)
+        rollout = config.rollout
+        self.num_envs = rollout.num_envs
+        self.length = rollout.length or spec.episode_limit
+        self.auto_reset = rollout.auto_reset
+        if self.algo.optimizer == "adam":
+            optimizer = optax.adam(self.algo.lr)
+        else:  # pymarl's RMSprop: alpha 0.99, eps 1e-5 added outside the square root (PyTorch semantics)
+            optimizer = optax.rmsprop(self.algo.lr, decay=0.99, eps=1e-5, eps_in_sqrt=False)
+        self.optimizer = optax.chain(optax.clip_by_global_norm(self.algo.grad_clip), optimizer)
+        self.replay = fbx.make_item_buffer(max_length=self.algo.buffer_size, min_length=self.algo.batch_size,
+                                           sample_batch_size=self.algo.batch_size, add_batches=True)
+        self.epsilon_schedule = optax.linear_schedule(self.algo.epsilon_start, self.algo.epsilon_finish,
+                                                      self.algo.epsilon_anneal_steps)
+
+    # -- setup -------------------------------------------------------------------------------------------
+
+    def init(self, key: jax.Array) -> VDState:
+        agent_key, mixer_key, rollout_key, key = jax.random.split(key, 4)
+        spec = self.env.spec
+        agents = self.paradigm.init(agent_key)
+        n, a = spec.n_agents, spec.n_actions
+        mixer = self.mixer.init(mixer_key, jnp.zeros((1, n)), jnp.zeros((1, n)), jnp.zeros((1, spec.state_dim)),
+                                jnp.zeros((1, n, a)))
+        params = VDParams(agents=agents, mixer=mixer)
+        # flashbax needs one example item to lay out its storage.
+        example, _ = collect(self.env, self.paradigm, agents, rollout_key, num_envs=1, length=self.length,
+                             auto_reset=self.auto_reset, model=self.paradigm.collect_model,
+                             select_actions=epsilon_greedy(jnp.float32(1.0)))
+        replay = self.replay.init(jax.tree.map(lambda x: x[0], example))
+        zero = jnp.int32(0)
+        return VDState(params=params, target_params=params, opt_state=self.optimizer.init(params), replay=replay,
+                       env_steps=zero, episodes=zero, updates=zero, rng=key)
+
+    # -- the training step -------------------------------------------------------------------------------
+
+    def td_loss(self, params: VDParams, target_params: VDParams, batch: Trajectory, env_steps: jax.Array
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Masked TD loss through the mixer plus the paradigm's auxiliary loss. batch: time-major [T + 1, B, ...]."""
+        paradigm, algo = self.paradigm, self.algo
+        inputs = batch.agent_inputs()
+        carry = paradigm.initial_carry(batch.reward.shape[1:])
+        _, online = paradigm.apply(params.agents, carry, inputs)
+        _, target = paradigm.apply(target_params.agents, carry, inputs)
+        q = online.scores[paradigm.td_model]  # [T+1, B, n, A]
+        q_target = jax.lax.stop_gradient(target.scores[paradigm.td_model])
+        avail = batch.avail
+        masked_max = lambda values, av: jnp.max(jnp.where(av, values, -1e7), axis=-1)  # noqa: E731
+
+        actions = batch.action[:-1]
+        chosen = _take(q[:-1], actions)
+        best = masked_max(q[:-1], avail[:-1])
+        # Bootstrap action at t+1: argmax of the selecting model (online for double-Q; IGM-DA: the student).
+        selector = online.scores[paradigm.select_model] if algo.double_q else target.scores[paradigm.select_model]
+        next_actions = masked_argmax(jax.lax.stop_gradient(selector[1:]), avail[1:])
+        next_chosen = _take(q_target[1:], next_actions)
+        next_best = masked_max(q_target[1:], avail[1:])
+
+        n_actions = q.shape[-1]
+        q_tot = self.mixer.apply(params.mixer, chosen, best, batch.state[:-1], jax.nn.one_hot(actions, n_actions))
+        next_q_tot = self.mixer.apply(target_params.mixer, next_chosen, next_best, batch.state[1:],
+                                      jax.nn.one_hot(next_actions, n_actions))
+        targets = lambda_returns(batch.reward[:-1], batch.terminal[:-1], batch.done[:-1],
+                                 jax.lax.stop_gradient(next_q_tot), algo.gamma, algo.td_lambda)
+
+        mask = batch.valid[:-1].astype(jnp.float32)  # [T, B]
+        td_error = (q_tot - targets) * mask[..., None]
+        valid_count = jnp.maximum(mask.sum(), 1.0)
+        td_loss = jnp.sum(td_error ** 2) / (valid_count * q_tot.shape[-1])
+        aux_loss, aux_metrics = paradigm.auxiliary_loss(params.agents, online, inputs, batch.valid, env_steps)
+        metrics = {
+            "td_loss": td_loss,
+            "td_error_abs": jnp.sum(jnp.abs(td_error)) / (valid_count * q_tot.shape[-1]),
+            "q_taken": jnp.sum(chosen * mask[..., None]) / (valid_count * chosen.shape[-1]),
+            "target": jnp.sum(targets * mask[..., None]) / (valid_count * q_tot.shape[-1]),
+            **aux_metrics,
+        }
+        return td_loss + aux_loss, metrics
+
+    def update(self, learner: tuple, replay: Any, env_steps: jax.Array, key: jax.Array) -> tuple[tuple, dict]:
+        """One gradient step on a batch of sequences sampled from `replay`, then the periodic hard target copy.
+
+        learner = (params, target_params, opt_state, updates); the replay is read here, never written, so it
+        stays out of the carried state and XLA need not copy it.
+        """
+        params, target_params, opt_state, n_updates = learner
+        batch = self.replay.sample(replay, key).experience.transpose()
+        (loss, metrics), grads = jax.value_and_grad(self.td_loss, has_aux=True)(
+            params, target_params, batch, env_steps)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        n_updates = n_updates + 1
+        copy_now = n_updates % self.algo.target_update_interval == 0
+        target_params = jax.tree.map(lambda new, old: jnp.where(copy_now, new, old), params, target_params)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
+        return (params, target_params, opt_state, n_updates), metrics
+
+    # -- one iteration: collect, store, learn -----------------------------------------------------------
+
+    def iteration(self, state: VDState) -> tuple[VDState, EpisodeStats, dict[str, jax.Array], jax.Array]:
+        """Returns the new state, episode sums, summed update metrics and the number of updates made."""
+        rng, rollout_key, update_key = jax.random.split(state.rng, 3)
+        epsilon = self.epsilon_schedule(state.env_steps)
+        trajectory, stats = collect(self.env, self.paradigm, state.params.agents, rollout_key,
+                                    num_envs=self.num_envs, length=self.length, auto_reset=self.auto_reset,
+                                    model=self.paradigm.collect_model, select_actions=epsilon_greedy(epsilon))
+        state = state.replace(replay=self.replay.add(state.replay, trajectory), rng=rng,
+                              env_steps=state.env_steps + stats.env_steps,
+                              episodes=state.episodes + stats.episodes.astype(jnp.int32))
+
+        def learn(learner):
+            learner, metrics = jax.lax.scan(lambda l, k: self.update(l, state.replay, state.env_steps, k), learner,
+                                            jax.random.split(update_key, self.algo.updates_per_rollout))
+            return learner, jax.tree.map(jnp.sum, metrics), jnp.int32(self.algo.updates_per_rollout)
+
+        def skip(learner):
+            shapes = jax.eval_shape(learn, learner)[1]
+            return learner, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), jnp.int32(0)
+
+        ready = self.replay.can_sample(state.replay) & (state.env_steps >= self.algo.learning_starts)
+        learner = (state.params, state.target_params, state.opt_state, state.updates)
+        (params, target_params, opt_state, n_total), metrics, n_updates = jax.lax.cond(ready, learn, skip, learner)
+        state = state.replace(params=params, target_params=target_params, opt_state=opt_state, updates=n_total)
+        return state, stats, metrics, n_updates
+
+    def agent_params(self, state: VDState) -> Any:
+        return state.params.agents
+
+    def exploration(self, state: VDState) -> dict[str, jax.Array]:
+        return {"epsilon": self.epsilon_schedule(state.env_steps)}

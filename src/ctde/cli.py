@@ -1,0 +1,169 @@
+"""The `ctde` command.
+
+    ctde train [--resume RUN] [--config FILE] [--overwrite] key=value ...
+    ctde eval RUN [--model NAME] [--episodes N]
+    ctde export RUN
+    ctde audit POLICY_DIR
+    ctde envs
+    ctde report RUN
+
+Errors a user can fix are printed as one clear message (exit status 2), never as a bare traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ctde.errors import CtdeError
+
+TRAIN_EPILOG = """examples:
+  ctde train env=smax:5m_vs_6m algo=qmix seeds=3 steps=2e6
+  ctde train env=smax:3m algo=vdn steps=3e5 eval.episodes=64 out=runs/my_vdn
+  ctde train --resume runs/my_vdn
+"""
+
+
+def _train(args) -> int:
+    from ctde.config import build_config
+    from ctde.training.runner import train
+
+    if args.resume:
+        train(resume=args.resume, resume_overrides=args.overrides)
+    else:
+        train(build_config(args.overrides, config_file=args.config), overwrite=args.overwrite)
+    return 0
+
+
+def _eval(args) -> int:
+    from ctde.training.runner import evaluate
+
+    evaluate(args.run, model=args.model, episodes=args.episodes)
+    return 0
+
+
+def _export(args) -> int:
+    from ctde.training.runner import export
+
+    policy = export(args.run)
+    print(f"Exported the decentralized policy ({policy.spec['model']} model, {policy.n_seeds} seed(s)) to "
+          f"{Path(args.run) / 'policy'}")
+    return 0
+
+
+def _audit(args) -> int:
+    from ctde.errors import AuditFailedError
+    from ctde.policy import audit_policy, load_policy
+
+    policy = load_policy(args.policy)
+    report = audit_policy(policy, trials=args.trials)
+    print(f"Audit of {args.policy} ({policy.spec['network']}, own inputs: {', '.join(policy.spec['inputs'])}):")
+    print(f"  {report.message}")
+    print(f"  sensitivity to own inputs (min over agents): {report.own_sensitivity:.3g}")
+    if not report.passed:
+        raise AuditFailedError(report.message)
+    return 0
+
+
+def _envs(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ctde.envs import list_environments
+
+    table = Table(title="ctde environments (env=<id>)")
+    for column in ("id", "agents", "enemies", "episode limit", "views", "units / description"):
+        table.add_column(column)
+    for row in list_environments():
+        table.add_row(row["id"], str(row["agents"] or "-"), str(row["enemies"] if row["enemies"] is not None else "-"),
+                      str(row["episode_limit"] or "-"), row["views"] or "-", row["description"])
+    Console().print(table)
+    print("Episode limits are SMAC's (env.smac_parity=true); env.episode_limit overrides them.")
+    return 0
+
+
+def _report(args) -> int:
+    from ctde.training.logger import read_metrics
+    from ctde.training.loop import build_program
+    from ctde.training.resolve import resolve
+    from ctde.training.runner import load_run_config, make_report
+    import json
+
+    run = Path(args.run)
+    config = resolve(load_run_config(run))
+    summary_file = run / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    make_report(run, config, build_program(config), read_metrics(run), summary)
+    print(f"Wrote {run / 'report.md'} and {run / 'learning_curve.png'}")
+    return 0
+
+
+class _TrainHelp(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ctde.config import help_text
+
+        parser.print_help()
+        print()
+        print(help_text())
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctde", description="Cooperative MARL where training may use more "
+                                     "information than execution.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a run (or resume one)", add_help=False, epilog=TRAIN_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           usage="ctde train [--resume RUN] [--config FILE] [--overwrite] key=value ...")
+    train.add_argument("-h", "--help", action=_TrainHelp, nargs=0, help="show every option, its type, default and meaning")
+    train.add_argument("--resume", metavar="RUN", help="continue the run in directory RUN from its last checkpoint")
+    train.add_argument("--config", metavar="FILE", help="YAML file of options, applied before key=value overrides")
+    train.add_argument("--overwrite", action="store_true", help="delete an existing run directory at out=...")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="greedy evaluation of a saved run")
+    ev.add_argument("run")
+    ev.add_argument("--model", help="which model to evaluate (default: the exported one)")
+    ev.add_argument("--episodes", type=int, help="greedy episodes per seed (default: max(eval.episodes, 32))")
+    ev.set_defaults(func=_eval)
+
+    ex = sub.add_parser("export", help="write RUN/policy/, the decentralized policy artifact")
+    ex.add_argument("run")
+    ex.set_defaults(func=_export)
+
+    au = sub.add_parser("audit", help="check that an exported policy acts on each agent's own inputs only")
+    au.add_argument("policy", help="an exported policy directory (or a run directory)")
+    au.add_argument("--trials", type=int, default=8)
+    au.set_defaults(func=_audit)
+
+    en = sub.add_parser("envs", help="list environments and maps")
+    en.set_defaults(func=_envs)
+
+    rp = sub.add_parser("report", help="(re)write RUN/report.md and its learning curves")
+    rp.add_argument("run")
+    rp.set_defaults(func=_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or any(item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
+    try:
+        return args.func(args)
+    except CtdeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept; continue with `ctde train --resume <run>`.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Typed run configuration, `key=value` overrides, and up-front validation.
+
+A run is described by one `TrainConfig`: nested dataclasses whose fields carry their type, default and a
+one-line meaning. The command line sets any field with a dotted `key=value` override (`algo.lr=1e-3`,
+`env.sight_range=0`). A section named on its own sets its main field: `env=smax:3m` is `env.id=smax:3m`,
+`algo=qmix` is `algo.name=qmix`, `paradigm=cadp` is `paradigm.name=cadp`.
+
+Everything is checked before JAX compiles anything: unknown keys and values fail with the valid choices
+and a "did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ctde.errors import ConfigError
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with a one-line meaning shown by `ctde train --help`."""
+    return field(default=default, metadata={"help": help})
+
+
+def section(cls: type, help: str) -> Any:
+    return field(default_factory=cls, metadata={"help": help})
+
+
+@dataclass
+class EnvConfig:
+    id: str = option("smax:3m", "environment as family:map; `ctde envs` lists them all")
+    sight_range: float | None = option(
+        None, "override every unit's sight range; 0 = see no other unit (own features and moves kept); "
+        "None keeps each unit type's own range")
+    episode_limit: int | None = option(None, "override the episode limit; None = SMAC's value for the map")
+    smac_parity: bool = option(
+        True, "SMAC parity: SMAC's episode limits and team reward scaled to SMAC's per-episode maximum of 20")
+    # Tiny test environments (family `toy`) read these; SMAX ignores them.
+    toy_size: int | None = option(None, "size parameter of a toy environment (None = its default)")
+    _primary = "id"
+
+
+@dataclass
+class AlgoConfig:
+    name: Literal["iql", "vdn", "qmix", "qplex"] = option(
+        "qmix", "backbone: iql (no mixer), vdn (sum), qmix (monotonic hypernet mixer), qplex (duplex dueling)")
+    optimizer: Literal["adam", "rmsprop"] = option("adam", "optimizer (rmsprop uses alpha 0.99, eps 1e-5 as pymarl)")
+    lr: float = option(5e-4, "learning rate")
+    grad_clip: float = option(10.0, "global gradient-norm clip")
+    gamma: float = option(0.99, "discount")
+    hidden_dim: int = option(64, "agent network width (Linear -> GRU -> Linear)")
+    batch_size: int = option(32, "sequences (episodes) per gradient update")
+    buffer_size: int = option(5000, "replay capacity in sequences (episodes)")
+    updates_per_rollout: int = option(1, "gradient updates after each rollout of rollout.num_envs sequences")
+    learning_starts: int = option(0, "env steps collected before the first update (besides a full batch)")
+    target_update_interval: int = option(200, "gradient updates between hard target-network copies")
+    double_q: bool = option(True, "double Q-learning: argmax from the online network, value from the target")
+    td_lambda: float = option(0.0, "TD(lambda) return; 0 = one-step TD")
+    epsilon_start: float = option(1.0, "initial exploration rate")
+    epsilon_finish: float = option(0.05, "final exploration rate")
+    epsilon_anneal_steps: int | None = option(
+        None, "env steps of linear epsilon decay; None = 50k, or 500k on the hard maps (ALGORITHMS.md)")
+    mixer_embed_dim: int = option(32, "QMIX mixing embedding width")
+    hypernet_layers: int = option(2, "QMIX hypernetwork depth (1 or 2)")
+    hypernet_embed: int = option(64, "hidden width of QMIX and QPLEX hypernetworks")
+    qplex_kernels: int = option(4, "QPLEX attention kernels for the advantage weights")
+    _primary = "name"
+
+
+@dataclass
+class ParadigmConfig:
+    name: Literal["ctde"] = option("ctde", "how centralized information shapes training; ctde = plain CTDE")
+    _primary = "name"
+
+
+@dataclass
+class RolloutConfig:
+    num_envs: int = option(8, "parallel environments per rollout")
+    length: int | None = option(
+        None, "steps per rollout; None = the episode limit, one whole episode per environment (pymarl)")
+    auto_reset: bool = option(
+        False, "reset finished environments inside a rollout (JaxMARL style); False pads after the episode ends")
+
+
+@dataclass
+class EvalConfig:
+    interval: int = option(10_000, "env steps between greedy evaluations")
+    episodes: int = option(32, "greedy episodes per evaluation (run in parallel)")
+
+
+@dataclass
+class LogConfig:
+    chunk_evals: int = option(
+        2, "evaluations per compiled chunk; the host logs, draws progress and checkpoints once per chunk")
+    checkpoint_every: int = option(1, "write a checkpoint every this many chunks (0 = only at the end)")
+    checkpoints_kept: int = option(2, "how many recent checkpoints to keep")
+    tensorboard: bool = option(True, "write TensorBoard event files")
+    progress: bool = option(True, "draw a progress bar")
+
+
+@dataclass
+class TrainConfig:
+    env: EnvConfig = section(EnvConfig, "environment")
+    algo: AlgoConfig = section(AlgoConfig, "backbone and its learner")
+    paradigm: ParadigmConfig = section(ParadigmConfig, "training paradigm")
+    rollout: RolloutConfig = section(RolloutConfig, "data collection")
+    eval: EvalConfig = section(EvalConfig, "greedy evaluation during training")
+    log: LogConfig = section(LogConfig, "logging, progress and checkpoints")
+    steps: int = option(2_000_000, "env steps per seed")
+    seeds: int = option(1, "independent seeds, vmapped in one compiled program")
+    seed: int = option(0, "base random seed; seed k of a run uses seed + k")
+    out: str | None = option(None, "run directory; None = runs/<env>_<algo>_<paradigm>_<time>")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reflection helpers
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _public_fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+
+
+def iter_options(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
+    """Every leaf option as (dotted key, type, default, help), in declaration order."""
+    rows = []
+    hints = _field_types(cls)
+    for f in _public_fields(cls):
+        key = prefix + f.name
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            rows.extend(iter_options(kind, key + "."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((key, kind, default, f.metadata.get("help", "")))
+    return rows
+
+
+def type_name(kind: Any) -> str:
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        return "{" + ",".join(str(c) for c in typing.get_args(kind)) + "}"
+    if origin in (typing.Union, types.UnionType):
+        return "|".join(type_name(a) for a in typing.get_args(kind))
+    if kind is type(None):
+        return "None"
+    return getattr(kind, "__name__", str(kind))
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.5)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def coerce(key: str, raw: Any, kind: Any) -> Any:
+    """Convert `raw` (a string from the command line, or a YAML value) to `kind`, or raise ConfigError."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(kind)
+        if type(None) in args and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null"))):
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(key, raw, arg)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}={raw!r}: expected {type_name(kind)}.")
+    if origin is Literal:
+        choices = [str(c) for c in typing.get_args(kind)]
+        if str(raw) not in choices:
+            raise ConfigError(
+                f"{key}={raw!r} is not a valid choice; valid: {', '.join(choices)}.{_suggest(str(raw), choices)}")
+        return str(raw)
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}={raw!r}: expected true or false.")
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key}={raw!r}: expected an integer.")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={raw!r}: expected an integer (2e6 style is fine).") from None
+        if not value.is_integer():
+            raise ConfigError(f"{key}={raw!r}: expected an integer, got a fraction.")
+        return int(value)
+    if kind is float:
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={raw!r}: expected a number.") from None
+    if kind is str:
+        return str(raw)
+    raise ConfigError(f"{key}: unsupported option type {kind!r}")  # pragma: no cover - programming error
+
+
+def set_option(config: TrainConfig, key: str, raw: Any) -> None:
+    """Set a dotted option on `config` in place, resolving section shorthands and validating the value."""
+    parts = key.split(".")
+    target: Any = config
+    for depth, part in enumerate(parts):
+        cls = type(target)
+        names = [f.name for f in _public_fields(cls)]
+        if part not in names:
+            scope = ".".join(parts[:depth])
+            all_keys = [k for k, *_ in iter_options()] + [f.name for f in _public_fields(TrainConfig)]
+            where = f" in section '{scope}'" if scope else ""
+            raise ConfigError(
+                f"Unknown option '{key}'{where}.{_suggest(key, all_keys)} Run `ctde train --help` for every option.")
+        kind = _field_types(cls)[part]
+        if dataclasses.is_dataclass(kind):
+            target = getattr(target, part)
+            if depth == len(parts) - 1:
+                # `env=smax:3m`: the section's main field.
+                primary = getattr(kind, "_primary", None)
+                if primary is None:
+                    raise ConfigError(f"'{key}' is a section; set one of its options, e.g. {key}.<option>=...")
+                setattr(target, primary, coerce(f"{key}.{primary}", raw, _field_types(kind)[primary]))
+            continue
+        if depth != len(parts) - 1:
+            raise ConfigError(f"'{'.'.join(parts[:depth + 1])}' is an option, not a section (in '{key}').")
+        setattr(target, part, coerce(key, raw, kind))
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for arg in args:
+        if "=" not in arg or arg.startswith("="):
+            raise ConfigError(f"Expected key=value, got {arg!r}. Example: ctde train env=smax:3m algo=qmix")
+        key, value = arg.split("=", 1)
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _flatten(data: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            items.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+def from_dict(data: dict, base: TrainConfig | None = None) -> TrainConfig:
+    config = base if base is not None else TrainConfig()
+    for key, value in _flatten(data):
+        set_option(config, key, value)
+    return config
+
+
+def to_dict(config: Any) -> dict:
+    return {f.name: (to_dict(getattr(config, f.name)) if dataclasses.is_dataclass(getattr(config, f.name))
+                     else getattr(config, f.name)) for f in _public_fields(type(config))}
+
+
+def load_yaml(path: str | Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of options, got {type(data).__name__}.")
+    return data
+
+
+def build_config(overrides: list[str] | None = None, config_file: str | Path | None = None,
+                 base: TrainConfig | None = None) -> TrainConfig:
+    """Defaults, then a YAML file, then `key=value` overrides, each checked as it is applied."""
+    config = base if base is not None else TrainConfig()
+    if config_file is not None:
+        config = from_dict(load_yaml(config_file), config)
+    for key, value in parse_overrides(overrides or []):
+        set_option(config, key, value)
+    return config
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def help_text() -> str:
+    lines = ["Options (key=value; a section name alone sets its main field, e.g. env=smax:3m algo=qmix):", ""]
+    current = None
+    for key, kind, default, meaning in iter_options():
+        head = key.split(".")[0] if "." in key else ""
+        if head != current:
+            current = head
+            if head:
+                lines.append(f"[{head}]")
+        lines.append(f"  {key:<30} {type_name(kind):<28} default: {default!r}")
+        lines.append(f"      {meaning}")
+    return "\n".join(lines)

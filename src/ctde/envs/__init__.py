@@ -1,0 +1,80 @@
+"""Environment registry: `family:name` ids to environments in the functional interface of `envs.base`."""
+
+from __future__ import annotations
+
+import difflib
+
+from ctde.config import EnvConfig
+from ctde.envs.base import FULL_OBS, Environment, EnvSpec, TimeStep
+from ctde.errors import ConfigError
+
+FAMILIES = {
+    "smax": "JaxMARL's SMAX (pure-JAX StarCraft micromanagement) with a heuristic enemy",
+    "toy": "tiny environments for fast tests",
+}
+
+__all__ = ["FULL_OBS", "Environment", "EnvSpec", "TimeStep", "make_env", "split_id", "list_environments"]
+
+
+def split_id(env_id: str) -> tuple[str, str]:
+    if ":" not in env_id:
+        raise ConfigError(f"env={env_id!r}: expected family:name, e.g. smax:3m or toy:hallway. "
+                          f"Families: {', '.join(FAMILIES)}.")
+    family, name = env_id.split(":", 1)
+    if family not in FAMILIES:
+        close = difflib.get_close_matches(family, list(FAMILIES), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"Unknown environment family '{family}'.{hint} Families: {', '.join(FAMILIES)}.")
+    return family, name
+
+
+def check_env(config: EnvConfig) -> None:
+    """Validate an environment id without building it (cheap; used before anything compiles)."""
+    family, name = split_id(config.id)
+    if family == "smax":
+        from ctde.envs.smax import check_map
+
+        check_map(name)
+    elif family == "toy":
+        from ctde.envs.toy import TOY_ENVS
+
+        if name not in TOY_ENVS:
+            close = difflib.get_close_matches(name, list(TOY_ENVS), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"Unknown toy environment '{name}'.{hint} Valid: {', '.join(TOY_ENVS)}.")
+
+
+def make_env(config: EnvConfig, views: tuple[str, ...] = ()) -> Environment:
+    """Build the environment a config names, providing the privileged `views` a paradigm asked for."""
+    check_env(config)
+    family, name = split_id(config.id)
+    if family == "smax":
+        from ctde.envs.smax import SMAXEnv
+
+        return SMAXEnv(name, sight_range=config.sight_range, episode_limit=config.episode_limit,
+                       smac_parity=config.smac_parity, views=views)
+    from ctde.envs.toy import make_toy
+
+    if config.sight_range is not None:
+        raise ConfigError(f"env.sight_range applies to SMAX maps; {config.id} has no sight range.")
+    return make_toy(name, config.toy_size, views)
+
+
+def list_environments() -> list[dict]:
+    """One row per environment and map: id, agents, enemies, episode limit, views, description."""
+    from ctde.envs.smax import REFUSED_MAPS, map_info, map_names
+    from ctde.envs.toy import TOY_ENVS, make_toy
+
+    rows = []
+    for name in map_names():
+        info = map_info(name)
+        rows.append({"id": f"smax:{name}", "agents": info["allies"], "enemies": info["enemies"],
+                     "episode_limit": info["episode_limit"], "views": FULL_OBS, "description": info["units"]})
+    for name, why in REFUSED_MAPS.items():
+        rows.append({"id": f"smax:{name}", "agents": None, "enemies": None, "episode_limit": None, "views": "",
+                     "description": f"refused: {why}"})
+    for name, description in TOY_ENVS.items():
+        spec = make_toy(name, None, ()).spec
+        rows.append({"id": f"toy:{name}", "agents": spec.n_agents, "enemies": 0, "episode_limit": spec.episode_limit,
+                     "views": ",".join(spec.available_views), "description": description})
+    return rows

@@ -1,0 +1,69 @@
+"""The functional environment interface every JAX environment implements.
+
+An environment is a pair of pure functions, batched by the caller with `vmap`:
+
+    env_state, timestep = env.reset(key)
+    env_state, timestep = env.step(key, env_state, actions)     # actions: int32 [n_agents]
+
+Environments do not reset themselves; the rollout decides (pad after the end, or reset at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jax
+from flax import struct
+
+# The privileged views an environment may offer on top of the ordinary per-agent observation.
+FULL_OBS = "full_obs"  # the ordinary observation computed with no sight limit (CTDS, IGM-DA experts)
+
+
+@struct.dataclass
+class TimeStep:
+    """What every agent and the trainer see after a reset or a step (one environment, unbatched).
+
+    obs:      float32 [n_agents, obs_dim]   each agent's own observation (restricted by sight)
+    state:    float32 [state_dim]           the global state (training-time only)
+    avail:    bool    [n_agents, n_actions] available actions
+    reward:   float32 []                    team reward of the step that led here (0 after reset)
+    terminal: bool    []                    the task ended (win or loss): no bootstrap past this step
+    done:     bool    []                    the episode ended (terminal or time limit)
+    won:      bool    []                    the episode ended in a win
+    views:    dict[str, float32 [n_agents, view_dim]]   privileged views the run asked for
+    """
+
+    obs: jax.Array
+    state: jax.Array
+    avail: jax.Array
+    reward: jax.Array
+    terminal: jax.Array
+    done: jax.Array
+    won: jax.Array
+    views: dict[str, jax.Array] = struct.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Static facts about an environment: sizes, limits and the privileged views it can provide."""
+
+    id: str
+    n_agents: int
+    n_actions: int
+    obs_dim: int
+    state_dim: int
+    episode_limit: int
+    available_views: dict[str, int] = field(default_factory=dict)  # view name -> per-agent width
+    n_enemies: int = 0
+    description: str = ""
+    # Whether the environment reports wins (SMAX does; a matrix game does not).
+    has_win: bool = True
+
+
+class Environment(Protocol):
+    spec: EnvSpec
+
+    def reset(self, key: jax.Array) -> tuple[Any, TimeStep]: ...
+
+    def step(self, key: jax.Array, env_state: Any, actions: jax.Array) -> tuple[Any, TimeStep]: ...

@@ -1,0 +1,14 @@
+"""Paradigm registry."""
+
+from __future__ import annotations
+
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+from ctde.paradigms.ctde import CTDE
+
+PARADIGMS: dict[str, type[Paradigm]] = {"ctde": CTDE}
+
+__all__ = ["AgentInputs", "Paradigm", "ParadigmOutput", "PARADIGMS", "make_paradigm"]
+
+
+def make_paradigm(config, spec) -> Paradigm:
+    return PARADIGMS[config.paradigm.name](config, spec)

@@ -1,0 +1,135 @@
+"""The on-device training program: chunks of (train until the next evaluation mark, evaluate greedily).
+
+Everything inside a chunk runs in one `jit`-compiled function, vmapped over seeds; the host gets control back
+once per chunk to log, draw progress and checkpoint. The chunk function takes the index of its first
+evaluation block as a traced argument, so every chunk reuses the first chunk's compilation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from ctde.algos import make_backbone
+from ctde.config import TrainConfig
+from ctde.envs import make_env
+from ctde.envs.base import Environment
+from ctde.paradigms import PARADIGMS, Paradigm, make_paradigm
+from ctde.training.rollout import EpisodeStats, collect, greedy
+
+
+@struct.dataclass
+class RunState:
+    """One seed's whole training state: the backbone's learner plus run bookkeeping."""
+
+    learner: Any
+    eval_rng: jax.Array
+    first_nonfinite_step: jax.Array  # int32 []: env step at which a loss first became NaN/inf, -1 if never
+
+
+@dataclass
+class Program:
+    """The pieces of a run that the host drives: environment, paradigm, backbone and compiled functions."""
+
+    config: TrainConfig
+    env: Environment
+    paradigm: Paradigm
+    backbone: Any
+    n_blocks: int  # evaluation blocks in the whole run
+    n_chunks: int
+
+    def init(self, keys: jax.Array) -> RunState:
+        """keys [seeds, 2] -> RunState with a leading seed axis."""
+        return jax.jit(jax.vmap(self._init_one))(keys)
+
+    @staticmethod
+    def backbone_steps(state: RunState) -> jax.Array:
+        """Env steps per seed, int32 [seeds]."""
+        return state.learner.env_steps
+
+    def _init_one(self, key: jax.Array) -> RunState:
+        learner_key, eval_key = jax.random.split(key)
+        return RunState(learner=self.backbone.init(learner_key), eval_rng=eval_key,
+                        first_nonfinite_step=jnp.int32(-1))
+
+    # -- evaluation --------------------------------------------------------------------------------------
+
+    def evaluate(self, agent_params: Any, key: jax.Array, model: str, episodes: int) -> dict[str, jax.Array]:
+        """Greedy episodes of `model` in parallel: win rate, mean return, mean episode length."""
+        _, stats = collect(self.env, self.paradigm, agent_params, key, num_envs=episodes,
+                           length=self.env.spec.episode_limit, auto_reset=False, model=model, select_actions=greedy)
+        count = jnp.maximum(stats.episodes, 1.0)
+        return {"win_rate": stats.wins / count, "return": stats.returns / count, "episode_length": stats.lengths / count}
+
+    # -- one chunk ---------------------------------------------------------------------------------------
+
+    def _block(self, state: RunState, block: jax.Array) -> tuple[RunState, dict[str, jax.Array]]:
+        """Train until env steps reach the block's mark (or the run's end), then evaluate every eval model."""
+        config, backbone = self.config, self.backbone
+        mark = jnp.minimum((block + 1) * config.eval.interval, config.steps)
+
+        def keep_going(carry):
+            state, *_ = carry
+            return (state.learner.env_steps < mark) & (state.first_nonfinite_step < 0)
+
+        def train_iteration(carry):
+            state, episode_sums, update_sums, n_updates = carry
+            learner, stats, metrics, updates = backbone.iteration(state.learner)
+            # A non-finite loss stops this seed; the host then stops the run and keeps the last checkpoint.
+            finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+            nonfinite_step = jnp.where((state.first_nonfinite_step < 0) & ~finite, learner.env_steps,
+                                       state.first_nonfinite_step)
+            state = state.replace(learner=learner, first_nonfinite_step=nonfinite_step)
+            update_sums = jax.tree.map(jnp.add, update_sums, metrics)
+            return state, episode_sums + stats, update_sums, n_updates + updates
+
+        metric_shapes = jax.eval_shape(backbone.iteration, state.learner)[2]
+        zero_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+        carry = (state, EpisodeStats.zero(), zero_metrics, jnp.int32(0))
+        state, episode_sums, update_sums, n_updates = jax.lax.while_loop(keep_going, train_iteration, carry)
+
+        eval_rng, key = jax.random.split(state.eval_rng)
+        state = state.replace(eval_rng=eval_rng)
+        agent_params = backbone.agent_params(state.learner)
+        row = {
+            "env_steps": state.learner.env_steps,
+            "episodes": state.learner.episodes,
+            "updates": state.learner.updates,
+            "nonfinite_step": state.first_nonfinite_step,
+            "train/episodes": episode_sums.episodes,
+        }
+        episodes = jnp.maximum(episode_sums.episodes, 1.0)
+        row["train/return"] = episode_sums.returns / episodes
+        row["train/win_rate"] = episode_sums.wins / episodes
+        row["train/episode_length"] = episode_sums.lengths / episodes
+        for name, total in update_sums.items():
+            row[f"train/{name}"] = total / jnp.maximum(n_updates, 1)
+        for name, value in backbone.exploration(state.learner).items():
+            row[f"train/{name}"] = value
+        for model, model_key in zip(self.paradigm.eval_models, jax.random.split(key, len(self.paradigm.eval_models))):
+            for name, value in self.evaluate(agent_params, model_key, model, config.eval.episodes).items():
+                row[f"test/{model}/{name}"] = value
+        return state, row
+
+    def chunk(self, state: RunState, first_block: jax.Array) -> tuple[RunState, dict[str, jax.Array]]:
+        """`log.chunk_evals` blocks for one seed; metrics come back stacked [chunk_evals]."""
+        blocks = first_block + jnp.arange(self.config.log.chunk_evals)
+        return jax.lax.scan(self._block, state, blocks)
+
+    def compiled_chunk(self):
+        """The chunk for all seeds at once, state donated so the replay buffer is updated in place."""
+        return jax.jit(jax.vmap(self.chunk, in_axes=(0, None)), donate_argnums=0)
+
+
+def build_program(config: TrainConfig) -> Program:
+    env = make_env(config.env, views=PARADIGMS[config.paradigm.name].required_views)
+    paradigm = make_paradigm(config, env.spec)
+    backbone = make_backbone(config, env, paradigm)
+    n_blocks = -(-config.steps // config.eval.interval)
+    n_chunks = -(-n_blocks // config.log.chunk_evals)
+    return Program(config=config, env=env, paradigm=paradigm, backbone=backbone, n_blocks=n_blocks,
+                   n_chunks=n_chunks)

@@ -1,0 +1,79 @@
+"""Up-front validation of a whole configuration and resolution of its data-dependent defaults.
+
+Runs before anything compiles: every impossible value or combination fails here with the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from ctde.config import TrainConfig
+from ctde.errors import ConfigError, IncompatibleError
+
+
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Validate `config` and return a copy with defaults that depend on the map filled in."""
+    from ctde.algos import BACKBONES
+    from ctde.envs import check_env, make_env, split_id
+    from ctde.paradigms import PARADIGMS
+
+    config = copy.deepcopy(config)
+    check_env(config.env)
+    algo, rollout, ev, log = config.algo, config.rollout, config.eval, config.log
+    if config.algo.name not in BACKBONES:
+        raise ConfigError(f"algo={config.algo.name!r} is not available; valid: {', '.join(BACKBONES)}.")
+
+    paradigm = PARADIGMS[config.paradigm.name]
+    spec = make_env(config.env).spec  # cheap: builds no JAX program
+    missing = [view for view in paradigm.required_views if view not in spec.available_views]
+    if missing:
+        offered = ", ".join(spec.available_views) or "none"
+        raise IncompatibleError(
+            f"paradigm={paradigm.name} needs the privileged view(s) {missing}, which {spec.id} does not offer "
+            f"(it offers: {offered}). Choose an environment that provides {missing[0]} (e.g. a smax map).")
+
+    checks = [
+        (config.steps > 0, "steps must be positive"),
+        (config.seeds >= 1, "seeds must be at least 1"),
+        (rollout.num_envs >= 1, "rollout.num_envs must be at least 1"),
+        (ev.interval >= 1, "eval.interval must be at least 1 env step"),
+        (ev.episodes >= 1, "eval.episodes must be at least 1"),
+        (log.chunk_evals >= 1, "log.chunk_evals must be at least 1"),
+        (log.checkpoint_every >= 0, "log.checkpoint_every must be 0 (only at the end) or positive"),
+        (algo.lr > 0, "algo.lr must be positive"),
+        (0 < algo.gamma <= 1, "algo.gamma must be in (0, 1]"),
+        (0 <= algo.td_lambda <= 1, "algo.td_lambda must be in [0, 1]"),
+        (algo.batch_size >= 1, "algo.batch_size must be at least 1"),
+        (algo.batch_size <= algo.buffer_size, "algo.batch_size cannot exceed algo.buffer_size"),
+        (algo.updates_per_rollout >= 1, "algo.updates_per_rollout must be at least 1"),
+        (algo.target_update_interval >= 1, "algo.target_update_interval must be at least 1"),
+        (algo.hypernet_layers in (1, 2), "algo.hypernet_layers must be 1 or 2"),
+        (algo.qplex_kernels >= 1, "algo.qplex_kernels must be at least 1"),
+        (0 <= algo.epsilon_finish <= 1 and 0 <= algo.epsilon_start <= 1, "epsilon values must be in [0, 1]"),
+        (algo.hidden_dim >= 1, "algo.hidden_dim must be positive"),
+        (algo.grad_clip > 0, "algo.grad_clip must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message + ".")
+    if rollout.length is not None:
+        if rollout.length < 1:
+            raise ConfigError("rollout.length must be positive (or None for one episode per environment).")
+        if not rollout.auto_reset and rollout.length < spec.episode_limit:
+            raise ConfigError(
+                f"rollout.length={rollout.length} is shorter than the episode limit ({spec.episode_limit}) and "
+                f"rollout.auto_reset is false, so episodes would be cut without a reset. Set rollout.auto_reset=true "
+                f"(JaxMARL style) or leave rollout.length unset (one whole episode per environment).")
+
+    family, name = split_id(config.env.id)
+    if algo.epsilon_anneal_steps is None:
+        from ctde.envs.smax import HARD_MAPS
+
+        algo.epsilon_anneal_steps = 500_000 if family == "smax" and name in HARD_MAPS else 50_000
+    if config.env.episode_limit is None and family == "smax":
+        config.env.episode_limit = spec.episode_limit
+    if config.out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        config.out = f"runs/{family}_{name}_{algo.name}_{config.paradigm.name}_{stamp}"
+    return config

@@ -1,0 +1,302 @@
+"""The host side of a run: set up the run directory, drive the compiled chunks, log, checkpoint, resume,
+export and audit the decentralized policy, evaluate, and write the report.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ctde.config import TrainConfig, build_config, load_yaml, from_dict, save_config, to_dict
+from ctde.errors import CheckpointError, ConfigError, TrainingDivergedError
+from ctde.experiments.report import plot_learning_curves, steps_to_reach, write_report
+from ctde.policy import DecentralizedPolicy, audit_policy, make_policy, run_policy
+from ctde.training.checkpoint import Checkpoints, abstract_of
+from ctde.training.logger import MetricsLogger, read_metrics
+from ctde.training.loop import Program, build_program
+from ctde.training.resolve import resolve
+
+# Options that may change when resuming: they do not alter what has been computed so far.
+RESUMABLE_CHANGES = ("steps", "log.progress", "log.tensorboard", "log.checkpoint_every", "log.checkpoints_kept")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    rows: list[dict]
+    summary: dict
+
+
+def seed_keys(config: TrainConfig) -> jax.Array:
+    return jnp.stack([jax.random.PRNGKey(config.seed + k) for k in range(config.seeds)])
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} is not a ctde run directory (no config.yaml).")
+    return from_dict(load_yaml(path))
+
+
+class _Progress:
+    """A rich progress bar: env steps, steps/s, latest test win rate, ETA."""
+
+    def __init__(self, enabled: bool, total: int, description: str):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.fields[steps]}"), TextColumn("{task.fields[rate]} steps/s"),
+            TextColumn("win {task.fields[win]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        self.task = self.progress.add_task(description, total=total, steps="compiling", rate="-", win="-")
+        self.progress.start()
+
+    def update(self, done: int, total: int, rate: float, win: str) -> None:
+        if self.enabled:
+            self.progress.update(self.task, completed=done, steps=f"{done:,}/{total:,}", rate=f"{rate:,.0f}", win=win)
+
+    def log(self, message: str) -> None:
+        if self.enabled:
+            self.progress.console.print(message)
+        else:
+            print(message, flush=True)
+
+    def stop(self) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+
+def _rows(metrics: dict, first_block: int, n_blocks: int, seeds: int, config: TrainConfig) -> list[dict]:
+    rows = []
+    chunk = next(iter(metrics.values())).shape[1]
+    for b in range(chunk):
+        block = first_block + b
+        if block >= n_blocks:
+            break
+        for s in range(seeds):
+            row = {"seed": config.seed + s, "block": block}
+            row.update({k: v[s, b].item() for k, v in metrics.items()})
+            rows.append(row)
+    return rows
+
+
+def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str | Path | None = None,
+          resume_overrides: list[str] | None = None, overwrite: bool = False, quiet: bool = False) -> RunResult:
+    """Train (or resume) a run; returns its directory, metric rows and summary.
+
+    `config` may be a TrainConfig, a list of `key=value` overrides, or a nested dict of options.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = load_run_config(run_dir)
+        config = build_config(resume_overrides or [], base=copy.deepcopy(saved))
+        changed = [k for k, v in _flat(to_dict(config)).items() if _flat(to_dict(saved))[k] != v]
+        bad = [k for k in changed if k not in RESUMABLE_CHANGES]
+        if bad:
+            raise ConfigError(f"Cannot change {bad} when resuming: the checkpoint was computed with the saved values. "
+                              f"Only {', '.join(RESUMABLE_CHANGES)} may change on --resume.")
+        config = resolve(config)
+    else:
+        if isinstance(config, list):
+            config = build_config(config)
+        elif isinstance(config, dict):
+            config = from_dict(config)
+        config = resolve(config or TrainConfig())
+        run_dir = Path(config.out)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise ConfigError(f"Run directory {run_dir} already exists. Continue it with `ctde train --resume "
+                                  f"{run_dir}`, choose another out=..., or pass --overwrite to delete it.")
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+
+    program = build_program(config)
+    keys = seed_keys(config)
+    checkpoints = Checkpoints(run_dir / "checkpoints", keep=config.log.checkpoints_kept)
+    logger = MetricsLogger(run_dir, tensorboard=config.log.tensorboard)
+    show = config.log.progress and not quiet
+    progress = _Progress(show, config.steps, f"{config.env.id} {config.algo.name} {config.paradigm.name}")
+    say = progress.log if not quiet else (lambda message: None)
+
+    start_chunk, wall_before, compile_seconds = 0, 0.0, None
+    try:
+        if resume is not None:
+            abstract = jax.eval_shape(program.init, keys)
+            state, meta, step = checkpoints.restore(abstract)
+            start_chunk, wall_before = meta["next_chunk"], meta.get("wall_seconds", 0.0)
+            compile_seconds = meta.get("compile_seconds")
+            logger.truncate_after(min(start_chunk * config.log.chunk_evals, program.n_blocks))
+            say(f"Resumed {run_dir} from checkpoint {step} (chunk {start_chunk} of {program.n_chunks}).")
+        else:
+            state = program.init(keys)
+
+        chunk_fn = program.compiled_chunk()
+        tic = time.perf_counter()
+        compiled = chunk_fn.lower(state, jnp.int32(0)).compile()
+        this_compile = time.perf_counter() - tic
+        compile_seconds = compile_seconds if compile_seconds is not None else this_compile
+
+        wall = wall_before
+        done_steps = int(np.min(jax.device_get(program.backbone_steps(state))))
+        latest_win = "-"
+        for chunk in range(start_chunk, program.n_chunks):
+            first_block = chunk * config.log.chunk_evals
+            tic = time.perf_counter()
+            before = jax.device_get(program.backbone_steps(state))
+            state, metrics = compiled(state, jnp.int32(first_block))
+            metrics = jax.device_get(metrics)
+            elapsed = time.perf_counter() - tic
+            wall += elapsed
+            rows = _rows(metrics, first_block, program.n_blocks, config.seeds, config)
+            for row in rows:
+                row["wall_seconds"] = wall
+            logger.write(rows)
+            nonfinite = metrics["nonfinite_step"][:, -1]
+            if np.any(nonfinite >= 0):
+                seed = int(np.argmax(nonfinite >= 0))
+                last = checkpoints.latest()
+                kept = (f"The last good checkpoint (chunk {last}) is kept in {checkpoints.directory}."
+                        if last is not None else "No checkpoint had been written yet.")
+                raise TrainingDivergedError(
+                    f"The loss became NaN or infinite at env step {int(nonfinite[seed]):,} (seed {config.seed + seed}). "
+                    f"{kept} Lower algo.lr or algo.grad_clip, or check the environment's rewards; metrics up to the "
+                    f"failure are in {run_dir / 'metrics.jsonl'}.")
+            after = jax.device_get(program.backbone_steps(state))
+            done_steps = int(np.min(after))
+            rate = float(np.sum(after - before)) / max(elapsed, 1e-9)
+            win_key = f"test/{program.paradigm.eval_models[0]}/win_rate"
+            if rows and win_key in rows[-1]:
+                latest_win = f"{np.mean([r[win_key] for r in rows if r['block'] == rows[-1]['block']]):.2f}"
+            progress.update(min(done_steps, config.steps), config.steps, rate, latest_win)
+            last_chunk = chunk == program.n_chunks - 1
+            every = config.log.checkpoint_every
+            if last_chunk or (every and (chunk + 1) % every == 0):
+                meta = {"next_chunk": chunk + 1, "wall_seconds": wall, "compile_seconds": compile_seconds,
+                        "env_steps": [int(x) for x in after], "config": to_dict(config)}
+                checkpoints.save(chunk + 1, state, program.backbone.agent_params(state.learner), meta)
+    finally:
+        progress.stop()
+        logger.close()
+
+    rows = read_metrics(run_dir)
+    policy = export(run_dir, program=program, agent_params=program.backbone.agent_params(state.learner))
+    policy_stats, episodes = run_policy(policy, program.env, policy.seed_params(0), jax.random.PRNGKey(config.seed),
+                                        episodes=max(config.eval.episodes, 8))
+    audit = audit_policy(policy, episodes=episodes[:4])
+    (run_dir / "policy" / "audit.json").write_text(json.dumps(audit.to_dict(), indent=2))
+    checkpoints.close()
+    total_steps = int(np.sum(jax.device_get(program.backbone_steps(state))))
+    summary = {
+        "env steps per seed": f"{config.steps:,}",
+        "wall time (s, excluding compile)": f"{wall:.1f}",
+        "compile time (s)": f"{compile_seconds:.1f}",
+        "throughput (env steps/s, all seeds)": f"{total_steps / max(wall, 1e-9):,.0f}",
+        "exported policy, greedy (seed 0)": ", ".join(f"{k} {v:.3f}" for k, v in policy_stats.items()),
+        "decentralization audit": audit.message,
+        "exported policy": str(run_dir / "policy"),
+    }
+    model = program.paradigm.eval_models[0]
+    for threshold in (0.5, 0.9):
+        reached = steps_to_reach(rows, model, threshold)
+        if program.env.spec.has_win:
+            summary[f"env steps to median test win rate {threshold}"] = f"{reached:,.0f}" if reached else "not reached"
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    make_report(run_dir, config, program, rows, summary)
+    if not quiet:
+        print(f"Run finished: {run_dir}\n  report: {run_dir / 'report.md'}\n  policy: {run_dir / 'policy'}\n"
+              f"  {audit.message}", flush=True)
+    return RunResult(run_dir=run_dir, rows=rows, summary=summary)
+
+
+def make_report(run_dir: Path, config: TrainConfig, program: Program, rows: list[dict], summary: dict) -> None:
+    title = f"{config.env.id} · {config.algo.name} · {config.paradigm.name}"
+    has_win = program.env.spec.has_win
+    plot_learning_curves(rows, run_dir / "learning_curve.png", title, show_win_rate=has_win)
+    config_summary = {"env": config.env.id, "algo": config.algo.name, "paradigm": config.paradigm.name,
+                      "seeds": config.seeds, "env steps per seed": f"{config.steps:,}",
+                      "eval episodes": config.eval.episodes, "parallel envs": config.rollout.num_envs,
+                      "episode limit": program.env.spec.episode_limit}
+    write_report(run_dir, config_summary, rows, summary, show_win_rate=has_win)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Export, evaluation
+
+
+def export(run_dir: str | Path, *, program: Program | None = None, agent_params: Any = None) -> DecentralizedPolicy:
+    """Write `run_dir/policy/` from the given parameters, or from the run's latest checkpoint."""
+    run_dir = Path(run_dir)
+    if program is None:
+        config = resolve(load_run_config(run_dir))
+        program = build_program(config)
+    config = program.config
+    if agent_params is None:
+        agent_params = restore_agent_params(run_dir, program)[0]
+    spec, params = program.paradigm.export(agent_params)
+    env_spec = program.env.spec
+    spec = {**spec, "n_agents": env_spec.n_agents, "n_actions": env_spec.n_actions, "obs_dim": env_spec.obs_dim,
+            "state_dim": env_spec.state_dim, "env": config.env.id, "sight_range": config.env.sight_range,
+            "paradigm": config.paradigm.name, "algo": config.algo.name, "model": program.paradigm.export_model,
+            "seeds": config.seeds, "first_seed": config.seed}
+    policy = make_policy(spec, jax.device_get(params))
+    policy.save(run_dir / "policy")
+    return policy
+
+
+def restore_agent_params(run_dir: Path, program: Program) -> tuple[Any, dict]:
+    keys = seed_keys(program.config)
+    abstract_state = jax.eval_shape(program.init, keys)
+    abstract = abstract_of(program.backbone.agent_params(abstract_state.learner))
+    checkpoints = Checkpoints(run_dir / "checkpoints", read_only=True)
+    try:
+        params, meta, _ = checkpoints.restore(abstract, item="agent_params")
+    finally:
+        checkpoints.close()
+    return params, meta
+
+
+def evaluate(run_dir: str | Path, *, model: str | None = None, episodes: int | None = None,
+             seed: int = 12345, quiet: bool = False) -> dict:
+    """Greedy evaluation of a saved run: win rate, return and episode length per seed, and mean ± std."""
+    run_dir = Path(run_dir)
+    config = resolve(load_run_config(run_dir))
+    program = build_program(config)
+    model = model or program.paradigm.export_model
+    if model not in program.paradigm.eval_models:
+        raise ConfigError(f"--model {model!r} is not a model of paradigm {config.paradigm.name}; "
+                          f"choose from {', '.join(program.paradigm.eval_models)}.")
+    episodes = episodes or max(config.eval.episodes, 32)
+    params, meta = restore_agent_params(run_dir, program)
+    keys = jax.random.split(jax.random.PRNGKey(seed), config.seeds)
+    results = jax.device_get(jax.jit(jax.vmap(lambda p, k: program.evaluate(p, k, model, episodes)))(params, keys))
+    per_seed = [{"seed": config.seed + s, **{k: float(v[s]) for k, v in results.items()}} for s in range(config.seeds)]
+    summary = {k: {"mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in results.items()}
+    report = {"run": str(run_dir), "model": model, "episodes_per_seed": episodes,
+              "env_steps": meta.get("env_steps"), "per_seed": per_seed, "mean_std": summary}
+    (run_dir / f"eval_{model}.json").write_text(json.dumps(report, indent=2))
+    if not quiet:
+        print(f"Greedy evaluation of {run_dir} ({model}, {episodes} episodes per seed, {config.seeds} seed(s)):")
+        for name, stats in summary.items():
+            print(f"  {name:<15} {stats['mean']:.3f} ± {stats['std']:.3f}")
+    return report

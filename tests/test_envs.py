@@ -1,0 +1,149 @@
+"""Environments: the SMAX adapter's views against SMAX itself and on constructed states; the toy tasks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ctde.config import EnvConfig
+from ctde.envs import list_environments, make_env
+from ctde.envs.smax import SMAXEnv
+
+
+def _random_rollout(env, steps=25, seed=0):
+    key = jax.random.PRNGKey(seed)
+    state, ts = jax.jit(env.reset)(key)
+    step = jax.jit(env.step)
+    states, timesteps = [state], [ts]
+    for _ in range(steps):
+        key, action_key, step_key = jax.random.split(key, 3)
+        action = jax.random.categorical(action_key, jnp.where(ts.avail, 0.0, -jnp.inf)).astype(jnp.int32)
+        state, ts = step(step_key, state, action)
+        states.append(state)
+        timesteps.append(ts)
+        if ts.done:
+            break
+    return states, timesteps, step
+
+
+def test_default_sight_matches_smax_observation():
+    env = SMAXEnv("5m_vs_6m")
+    states, timesteps, step = _random_rollout(env)
+    for state, ts in zip(states, timesteps):
+        reference = env._smax.get_obs(state.state)
+        reference = np.stack([reference[f"ally_{i}"] for i in range(env.n_allies)])
+        np.testing.assert_allclose(np.asarray(ts.obs), reference, atol=1e-6)
+    assert step._cache_size() == 1, "the step recompiled after its first call"
+
+
+def _constructed_state(env):
+    """3m with one enemy far away (beyond every sight range) and one close."""
+    state, _ = env.reset(jax.random.PRNGKey(1))
+    inner = state.state
+    positions = jnp.array([[10.0, 16.0], [11.0, 16.0], [10.0, 17.0],   # allies
+                           [14.0, 16.0], [28.0, 16.0], [12.0, 18.0]])  # enemies: 4 away, 18 away, ~2.8 away
+    return state.replace(state=inner.replace(unit_positions=positions))
+
+
+def test_sight_zero_hides_every_other_unit_but_keeps_own_features_and_moves():
+    normal = SMAXEnv("3m")
+    blind = SMAXEnv("3m", sight_range=0)
+    state = _constructed_state(normal)
+    obs_normal, obs_blind = normal.observe(state.state), blind.observe(state.state)
+    own = normal.spec.obs_dim - 10  # own features come last (10 of them)
+    assert np.all(np.asarray(obs_blind[:, :own]) == 0.0)
+    np.testing.assert_array_equal(np.asarray(obs_blind[:, own:]), np.asarray(obs_normal[:, own:]))
+    assert np.any(np.asarray(obs_normal[:, :own]) != 0.0)
+    ts_normal, ts_blind = normal._timestep(state, 0.0, jnp.bool_(False)), blind._timestep(state, 0.0, jnp.bool_(False))
+    np.testing.assert_array_equal(np.asarray(ts_blind.avail), np.asarray(ts_normal.avail))  # moves and attacks kept
+
+
+def test_unlimited_sight_view_shows_units_beyond_sight_range():
+    env = SMAXEnv("3m", views=("full_obs",))
+    state = _constructed_state(env)
+    ts = env._timestep(state, 0.0, jnp.bool_(False))
+    features = 13
+    # Ally 0's other units: allies 1, 2, then enemies 0, 1, 2. Enemy 1 is 18 units away: beyond sight 9.
+    far = 2 + 1
+    obs_far = np.asarray(ts.obs[0, far * features:(far + 1) * features])
+    full_far = np.asarray(ts.views["full_obs"][0, far * features:(far + 1) * features])
+    assert np.all(obs_far == 0.0)
+    assert full_far[0] == pytest.approx(1.0)  # full health
+    np.testing.assert_allclose(full_far[1:3], [18.0 / 9.0, 0.0], atol=1e-5)  # delta / own sight range
+    # Everything the ordinary observation shows, the unlimited view shows identically.
+    visible = np.asarray(ts.obs) != 0
+    np.testing.assert_allclose(np.asarray(ts.views["full_obs"])[visible], np.asarray(ts.obs)[visible])
+
+
+def test_sight_override_scales_relative_positions():
+    env = SMAXEnv("3m", sight_range=5.0)
+    state = _constructed_state(env)
+    obs = np.asarray(env.observe(state.state))
+    features = 13
+    enemy0 = obs[0, 2 * features:3 * features]  # 4 units away: visible within 5
+    np.testing.assert_allclose(enemy0[1:3], [4.0 / 5.0, 0.0], atol=1e-6)
+    enemy1 = obs[0, 3 * features:4 * features]  # 18 away: hidden
+    assert np.all(enemy1 == 0.0)
+
+
+def test_smac_parity_limits_and_reward_scale():
+    env = make_env(EnvConfig(id="smax:5m_vs_6m"))
+    assert env.spec.episode_limit == 70
+    raw = make_env(EnvConfig(id="smax:5m_vs_6m", smac_parity=False))
+    assert raw.spec.episode_limit == 100
+    assert env.reward_scale == pytest.approx(10.0) and raw.reward_scale == 1.0
+    _, parity_steps, _ = _random_rollout(env, seed=3)
+    _, raw_steps, _ = _random_rollout(raw, seed=3)
+    for a, b in zip(parity_steps, raw_steps):
+        assert float(a.reward) == pytest.approx(10.0 * float(b.reward), rel=1e-5)
+
+
+@pytest.mark.parametrize("name, allies, enemies, actions", [("8m_vs_9m", 8, 9, 14), ("3s_vs_8z", 3, 8, 13),
+                                                            ("3s5z_vs_3s7z", 8, 10, 15)])
+def test_registered_scenarios(name, allies, enemies, actions):
+    env = make_env(EnvConfig(id=f"smax:{name}"))
+    assert (env.spec.n_agents, env.spec.n_enemies, env.spec.n_actions) == (allies, enemies, actions)
+    _, timesteps, _ = _random_rollout(env, steps=3)
+    assert timesteps[-1].obs.shape == (allies, env.spec.obs_dim)
+
+
+def test_win_and_terminal_flags():
+    env = SMAXEnv("3m")
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    dead_enemies = state.state.replace(unit_health=state.state.unit_health.at[3:].set(0.0),
+                                       unit_alive=state.state.unit_alive.at[3:].set(False))
+    ts = env._timestep(state.replace(state=dead_enemies), 0.0, jnp.bool_(True))
+    assert bool(ts.won) and bool(ts.terminal) and bool(ts.done)
+    ts = env._timestep(state, 0.0, jnp.bool_(True))  # time limit with everyone alive
+    assert not bool(ts.won) and not bool(ts.terminal) and bool(ts.done)
+
+
+def test_environment_listing_covers_maps_and_refusals():
+    rows = {row["id"]: row for row in list_environments()}
+    assert rows["smax:3m"]["episode_limit"] == 60 and rows["smax:3m"]["agents"] == 3
+    assert rows["smax:8m_vs_9m"]["enemies"] == 9
+    assert "refused" in rows["smax:MMM2"]["description"]
+    assert "toy:hallway" in rows
+
+
+def test_two_step_game_payoffs():
+    env = make_env(EnvConfig(id="toy:two_step"))
+    for first, second, expected in [(0, (0, 1), 7.0), (1, (0, 0), 0.0), (1, (1, 0), 1.0), (1, (1, 1), 8.0)]:
+        state, ts = env.reset(jax.random.PRNGKey(0))
+        state, ts = env.step(None, state, jnp.array([first, 0]))
+        assert float(ts.reward) == 0.0 and not bool(ts.done)
+        state, ts = env.step(None, state, jnp.array(second))
+        assert float(ts.reward) == expected and bool(ts.done)
+
+
+def test_hallway_rewards_only_simultaneous_entry():
+    env = make_env(EnvConfig(id="toy:hallway", toy_size=3))
+    state, ts = env.reset(jax.random.PRNGKey(0))
+    state = state.replace(position=jnp.array([1, 2]))
+    ts = env._timestep(state, 0.0, False, False, False)
+    np.testing.assert_array_equal(np.asarray(ts.avail), [[1, 0, 1, 1], [1, 1, 1, 0]])
+    alone, ts_alone = env.step(None, state, jnp.array([3, 1]))  # agent 0 enters, agent 1 still one step away
+    assert bool(ts_alone.terminal) and float(ts_alone.reward) == 0.0 and not bool(ts_alone.won)
+    together, _ = env.step(None, state, jnp.array([0, 1]))  # both next to the goal now
+    _, ts_win = env.step(None, together, jnp.array([3, 3]))
+    assert bool(ts_win.won) and float(ts_win.reward) == 1.0
