@@ -44,7 +44,7 @@ def main() -> None:
         "BUFFER_BATCH_SIZE": 32, "HIDDEN_SIZE": args.hidden, "MIXER_EMBEDDING_DIM": 64,
         "MIXER_HYPERNET_HIDDEN_DIM": 256, "MIXER_INIT_SCALE": 0.001, "EPS_START": 1.0, "EPS_FINISH": 0.05,
         "EPS_DECAY": 0.1, "MAX_GRAD_NORM": 10, "TARGET_UPDATE_INTERVAL": 10, "TAU": 1.0, "NUM_EPOCHS": 8,
-        "LR": 0.00005, "LEARNING_STARTS": 0, "LR_LINEAR_DECAY": False, "GAMMA": 0.99, "REW_SCALE": 10.0,
+        "LR": 0.00005, "LEARNING_STARTS": 10000, "LR_LINEAR_DECAY": False, "GAMMA": 0.99, "REW_SCALE": 10.0,
         "ENV_NAME": "HeuristicEnemySMAX", "MAP_NAME": args.map,
         "ENV_KWARGS": {"see_enemy_actions": True, "walls_cause_death": True, "attack_mode": "closest"},
         "TEST_DURING_TRAINING": False, "TEST_INTERVAL": 0.05, "TEST_NUM_STEPS": 128, "TEST_NUM_ENVS": 512,

@@ -7,7 +7,15 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
+from pathlib import Path  # noqa: E402
+
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# Tests compile many identical programs (same configuration, different run lengths or directories): share
+# them through JAX's persistent cache, kept beside pytest's own cache.
+jax.config.update("jax_compilation_cache_dir", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 @pytest.fixture

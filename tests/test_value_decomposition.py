@@ -145,3 +145,30 @@ def test_initialization_uses_no_lapack_calls():
     program = build_program(config)
     hlo = jax.jit(jax.vmap(program._init_one)).lower(seed_keys(config)).as_text()
     assert "lapack" not in hlo and "geqrf" not in hlo and "householder" not in hlo.lower()
+
+
+def test_trimming_padding_does_not_change_the_update():
+    """An update on the shortest prefix holding every sampled episode equals the update on full sequences."""
+    from ctde.algos.value_decomposition import ValueDecomposition
+    from ctde.config import build_config
+    from ctde.envs import make_env
+    from ctde.paradigms import make_paradigm
+
+    config = build_config(["env=smax:3m", "algo=qmix", "algo.batch_size=8", "rollout.num_envs=8"])
+    config.algo.epsilon_anneal_steps = 1000
+    env = make_env(config.env)
+    paradigm = make_paradigm(config, env.spec)
+    trimmed = ValueDecomposition(config, env, paradigm)
+    untrimmed = ValueDecomposition(config, env, paradigm)
+    untrimmed.trim_lengths = (env.spec.episode_limit + 1,)
+    assert len(trimmed.trim_lengths) == 3
+    state = trimmed.init(jax.random.PRNGKey(0))
+    state, *_ = jax.jit(trimmed.iteration)(state)  # one rollout of 8 random episodes (~20 steps of 61)
+    learner = (state.params, state.target_params, state.opt_state, state.updates)
+    outputs = [jax.jit(l.update)(learner, state.replay, state.env_steps, jax.random.PRNGKey(5))
+               for l in (trimmed, untrimmed)]
+    (params_a, *_), metrics_a = outputs[0]
+    (params_b, *_), metrics_b = outputs[1]
+    assert float(metrics_a["loss"]) == pytest.approx(float(metrics_b["loss"]), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

@@ -25,10 +25,24 @@ TRAIN_EPILOG = """examples:
 """
 
 
+def _enable_compile_cache() -> None:
+    """Reuse compiled programs across runs (JAX's persistent cache); CTDE_COMPILE_CACHE=off disables it."""
+    import os
+
+    path = os.environ.get("CTDE_COMPILE_CACHE", str(Path.home() / ".cache" / "ctde" / "jax"))
+    if path.lower() in ("", "0", "off", "none", "false"):
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def _train(args) -> int:
     from ctde.config import build_config
     from ctde.training.runner import train
 
+    _enable_compile_cache()
     if args.resume:
         train(resume=args.resume, resume_overrides=args.overrides)
     else:
@@ -39,6 +53,7 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from ctde.training.runner import evaluate
 
+    _enable_compile_cache()
     evaluate(args.run, model=args.model, episodes=args.episodes)
     return 0
 

@@ -96,6 +96,15 @@ class ValueDecomposition:
                                            sample_batch_size=self.algo.batch_size, add_batches=True)
         self.epsilon_schedule = optax.linear_schedule(self.algo.epsilon_start, self.algo.epsilon_finish,
                                                       self.algo.epsilon_anneal_steps)
+        # Whole-episode sequences are mostly padding once episodes are shorter than the limit. Like pymarl,
+        # which cuts a batch to its longest episode, an update runs on the shortest of these prefix lengths
+        # that holds every sampled episode (a `lax.switch`, so only that branch runs).
+        full = self.length + 1
+        quarters = {max(2, -(-full * k // 4)) for k in (1, 2, 4)}
+        self.trim_lengths = (full,) if self.auto_reset else tuple(sorted(quarters))
+        # Set by the training program when seeds are vmapped under this axis name: the prefix length is then
+        # agreed across seeds (a switch on a per-seed value would run every branch under vmap).
+        self.seed_axis: str | None = None
 
     # -- setup -------------------------------------------------------------------------------------------
 
@@ -168,9 +177,21 @@ class ValueDecomposition:
         stays out of the carried state and XLA need not copy it.
         """
         params, target_params, opt_state, n_updates = learner
-        batch = self.replay.sample(replay, key).experience.transpose()
-        (loss, metrics), grads = jax.value_and_grad(self.td_loss, has_aux=True)(
-            params, target_params, batch, env_steps)
+        batch = self.replay.sample(replay, key).experience  # [B, T + 1, ...]
+
+        def loss_and_grads(length: int, batch: Trajectory):
+            prefix = jax.tree.map(lambda x: x[:, :length], batch).transpose()
+            return jax.value_and_grad(self.td_loss, has_aux=True)(params, target_params, prefix, env_steps)
+
+        if len(self.trim_lengths) == 1:
+            (loss, metrics), grads = loss_and_grads(self.trim_lengths[0], batch)
+        else:
+            needed = jnp.max(jnp.sum(batch.valid, axis=1)) + 1  # the longest episode and its bootstrap entry
+            if self.seed_axis is not None:
+                needed = jax.lax.pmax(needed, self.seed_axis)
+            branch = jnp.searchsorted(jnp.array(self.trim_lengths), needed)
+            (loss, metrics), grads = jax.lax.switch(
+                branch, [lambda b, n=n: loss_and_grads(n, b) for n in self.trim_lengths], batch)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         n_updates = n_updates + 1

@@ -22,6 +22,9 @@ from ctde.paradigms import PARADIGMS, Paradigm, make_paradigm
 from ctde.training.rollout import EpisodeStats, collect, greedy
 
 
+SEED_AXIS = "seeds"
+
+
 @struct.dataclass
 class RunState:
     """One seed's whole training state: the backbone's learner plus run bookkeeping."""
@@ -67,10 +70,10 @@ class Program:
 
     # -- one chunk ---------------------------------------------------------------------------------------
 
-    def _block(self, state: RunState, block: jax.Array) -> tuple[RunState, dict[str, jax.Array]]:
+    def _block(self, state: RunState, block: jax.Array, total_steps: jax.Array) -> tuple[RunState, dict[str, jax.Array]]:
         """Train until env steps reach the block's mark (or the run's end), then evaluate every eval model."""
         config, backbone = self.config, self.backbone
-        mark = jnp.minimum((block + 1) * config.eval.interval, config.steps)
+        mark = jnp.minimum((block + 1) * config.eval.interval, total_steps)
 
         def keep_going(carry):
             state, *_ = carry
@@ -115,14 +118,17 @@ class Program:
                 row[f"test/{model}/{name}"] = value
         return state, row
 
-    def chunk(self, state: RunState, first_block: jax.Array) -> tuple[RunState, dict[str, jax.Array]]:
-        """`log.chunk_evals` blocks for one seed; metrics come back stacked [chunk_evals]."""
+    def chunk(self, state: RunState, first_block: jax.Array, total_steps: jax.Array
+              ) -> tuple[RunState, dict[str, jax.Array]]:
+        """`log.chunk_evals` blocks for one seed; metrics come back stacked [chunk_evals]. The block index and
+        the run length are traced, so one compilation serves every chunk and any `steps`."""
         blocks = first_block + jnp.arange(self.config.log.chunk_evals)
-        return jax.lax.scan(self._block, state, blocks)
+        return jax.lax.scan(lambda s, b: self._block(s, b, total_steps), state, blocks)
 
     def compiled_chunk(self):
         """The chunk for all seeds at once, state donated so the replay buffer is updated in place."""
-        return jax.jit(jax.vmap(self.chunk, in_axes=(0, None)), donate_argnums=0)
+        self.backbone.seed_axis = SEED_AXIS
+        return jax.jit(jax.vmap(self.chunk, in_axes=(0, None, None), axis_name=SEED_AXIS), donate_argnums=0)
 
 
 def build_program(config: TrainConfig) -> Program:

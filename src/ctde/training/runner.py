@@ -153,7 +153,8 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
 
         chunk_fn = program.compiled_chunk()
         tic = time.perf_counter()
-        compiled = chunk_fn.lower(state, jnp.int32(0)).compile()
+        total_steps = jnp.int32(config.steps)
+        compiled = chunk_fn.lower(state, jnp.int32(0), total_steps).compile()
         this_compile = time.perf_counter() - tic
         compile_seconds = compile_seconds if compile_seconds is not None else this_compile
 
@@ -164,7 +165,7 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
             first_block = chunk * config.log.chunk_evals
             tic = time.perf_counter()
             before = jax.device_get(program.backbone_steps(state))
-            state, metrics = compiled(state, jnp.int32(first_block))
+            state, metrics = compiled(state, jnp.int32(first_block), total_steps)
             metrics = jax.device_get(metrics)
             elapsed = time.perf_counter() - tic
             wall += elapsed
@@ -206,12 +207,12 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
     audit = audit_policy(policy, episodes=episodes[:4])
     (run_dir / "policy" / "audit.json").write_text(json.dumps(audit.to_dict(), indent=2))
     checkpoints.close()
-    total_steps = int(np.sum(jax.device_get(program.backbone_steps(state))))
+    all_seed_steps = int(np.sum(jax.device_get(program.backbone_steps(state))))
     summary = {
         "env steps per seed": f"{config.steps:,}",
         "wall time (s, excluding compile)": f"{wall:.1f}",
         "compile time (s)": f"{compile_seconds:.1f}",
-        "throughput (env steps/s, all seeds)": f"{total_steps / max(wall, 1e-9):,.0f}",
+        "throughput (env steps/s, all seeds)": f"{all_seed_steps / max(wall, 1e-9):,.0f}",
         "exported policy, greedy (seed 0)": ", ".join(f"{k} {v:.3f}" for k, v in policy_stats.items()),
         "decentralization audit": audit.message,
         "exported policy": str(run_dir / "policy"),

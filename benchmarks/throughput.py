@@ -1,0 +1,175 @@
+"""Training throughput (env steps/s) of QMIX on SMAX, with the environment alone as the ceiling and
+JaxMARL's own `qmix_rnn` as the baseline, measured in the same run.
+
+Settings:
+  (a) pymarl: our defaults (whole episodes padded to the episode limit, replay of 5000 episodes, batch 32).
+  (b) matched to JaxMARL's qmix_rnn with its ql_rnn_smax.yaml defaults except hidden size 64: 16 envs,
+      128-step rollouts with resets inside, 8 updates of 32 sequences per rollout, mixer embedding 64,
+      hypernetwork hidden 256, buffer 5000.
+
+Throughput is steady state: the replay already holds enough data, so every iteration learns (JaxMARL starts
+learning only once its buffer holds 32 rollouts, 65,536 steps at (b); a short fixed-length run of it is mostly
+collection). For JaxMARL, steady state is the difference between two run lengths; its whole-run figure is
+reported too. Compile time is reported separately. Results: benchmarks/results/throughput.json.
+
+    python benchmarks/throughput.py                       # ours only
+    python benchmarks/throughput.py --jaxmarl-qmix ~/JaxMARL/baselines/QLearning/qmix_rnn.py \
+        --jaxmarl-python ~/jaxmarl-venv/bin/python        # plus JaxMARL side by side
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from ctde.config import build_config
+from ctde.envs import make_env
+from ctde.training.loop import build_program
+from ctde.training.resolve import resolve
+from ctde.training.runner import seed_keys
+
+RESULTS = Path(__file__).parent / "results"
+
+SETTING_B = ["rollout.num_envs=16", "rollout.length=128", "rollout.auto_reset=true", "algo.updates_per_rollout=8",
+             "algo.batch_size=32", "algo.buffer_size=5000", "algo.mixer_embed_dim=64", "algo.hypernet_embed=256",
+             "algo.hidden_dim=64", "algo.target_update_interval=80"]
+SETTINGS = {"a_pymarl": [], "b_jaxmarl_matched": SETTING_B}
+
+
+def env_only(map_name: str, num_envs: int, steps: int = 128, repeats: int = 5) -> dict:
+    """Random available actions, vmapped over environments, reset inside the scan (the ceiling)."""
+    env = make_env(build_config([f"env=smax:{map_name}"]).env)
+
+    def rollout(key):
+        state, ts = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+
+        def step(carry, key):
+            state, ts = carry
+            act_key, step_key, reset_key = jax.random.split(key, 3)
+            action = jax.random.categorical(act_key, jnp.where(ts.avail, 0.0, -jnp.inf)).astype(jnp.int32)
+            state, ts = jax.vmap(env.step)(jax.random.split(step_key, num_envs), state, action)
+            fresh_state, fresh_ts = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
+            pick = lambda a, b: jax.tree.map(  # noqa: E731
+                lambda x, y: jnp.where(ts.done.reshape((-1,) + (1,) * (x.ndim - 1)), x, y), a, b)
+            return (pick(fresh_state, state), pick(fresh_ts, ts)), ts.reward
+
+        return jax.lax.scan(step, (state, ts), jax.random.split(key, steps))[1]
+
+    fn = jax.jit(rollout)
+    tic = time.perf_counter()
+    jax.block_until_ready(fn(jax.random.PRNGKey(0)))
+    compile_seconds = time.perf_counter() - tic
+    times = []
+    for r in range(repeats):
+        tic = time.perf_counter()
+        jax.block_until_ready(fn(jax.random.PRNGKey(r + 1)))
+        times.append(time.perf_counter() - tic)
+    return {"num_envs": num_envs, "steps_per_second": num_envs * steps / statistics.median(times),
+            "compile_seconds": compile_seconds}
+
+
+def ours(map_name: str, overrides: list[str], iterations: int, repeats: int) -> dict:
+    """Steady-state training throughput of our QMIX: jitted scans of `iterations` learning iterations."""
+    config = resolve(build_config([f"env=smax:{map_name}", "algo=qmix", "seeds=1", "out=/tmp/unused", *overrides]))
+    program = build_program(config)
+    backbone = program.backbone
+    state = program.init(seed_keys(config))
+    learner = jax.tree.map(lambda x: x[0], state.learner)
+
+    def run(learner):
+        def body(learner, _):
+            learner, stats, metrics, n_updates = backbone.iteration(learner)
+            return learner, n_updates
+        return jax.lax.scan(body, learner, None, length=iterations)
+
+    fn = jax.jit(run, donate_argnums=0)
+    tic = time.perf_counter()
+    compiled = fn.lower(learner).compile()
+    compile_seconds = time.perf_counter() - tic
+    learner, updates = compiled(learner)  # warm-up: fills the replay past one batch
+    jax.block_until_ready(learner)
+    rates, update_counts = [], []
+    for _ in range(repeats):
+        before = int(learner.env_steps)
+        tic = time.perf_counter()
+        learner, updates = compiled(learner)
+        jax.block_until_ready(learner)
+        elapsed = time.perf_counter() - tic
+        rates.append((int(learner.env_steps) - before) / elapsed)
+        update_counts.append(int(updates.sum()))
+    return {"steps_per_second": statistics.median(rates), "runs": rates, "compile_seconds": compile_seconds,
+            "updates_per_measurement": update_counts[-1], "iterations_per_measurement": iterations,
+            "overrides": overrides}
+
+
+def jaxmarl(qmix_file: str, python: str, map_name: str) -> dict:
+    """JaxMARL's qmix_rnn at (b): whole-run figures at two lengths, and steady state from their difference."""
+    driver = Path(__file__).parent / "jaxmarl_qmix_baseline.py"
+
+    def measure(steps: int) -> dict:
+        out = subprocess.run([python, str(driver), qmix_file, "--steps", str(steps), "--map", map_name,
+                              "--repeats", "1"], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    per_rollout = 16 * 128
+    warmup_rollouts = 32  # its buffer can sample once it holds 32 rollouts; learning every rollout after that
+    short, long = 50, 90
+    first = measure(short * per_rollout)
+    second = measure(long * per_rollout)
+    steady = (long - short) * per_rollout / (second["run_seconds"][0] - first["run_seconds"][0])
+    return {"steady_state_steps_per_second": steady,
+            "whole_run": {f"{short * per_rollout}_steps": first, f"{long * per_rollout}_steps": second},
+            "learning_rollouts": {f"{short * per_rollout}_steps": short - warmup_rollouts,
+                                  f"{long * per_rollout}_steps": long - warmup_rollouts}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--map", default="5m_vs_6m")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jaxmarl-qmix", help="path of JaxMARL's baselines/QLearning/qmix_rnn.py")
+    parser.add_argument("--jaxmarl-python", default=sys.executable, help="a Python with jaxmarl, hydra-core, wandb")
+    parser.add_argument("--settings", default="a_pymarl,b_jaxmarl_matched")
+    parser.add_argument("--env-counts", default="16,64,512")
+    args = parser.parse_args()
+
+    results: dict = {"map": args.map, "machine": f"{platform.processor() or platform.machine()}, "
+                     f"{jax.device_count()} {jax.devices()[0].platform} device(s)", "jax": jax.__version__,
+                     "date": time.strftime("%Y-%m-%d")}
+    results["env_only"] = [env_only(args.map, int(n)) for n in args.env_counts.split(",")]
+    for row in results["env_only"]:
+        print(f"env only, {row['num_envs']:>4} envs: {row['steps_per_second']:>10,.0f} steps/s", flush=True)
+    results["ours"] = {}
+    for name in args.settings.split(","):
+        iterations = 4 if name.startswith("b") else 40
+        results["ours"][name] = ours(args.map, SETTINGS[name], iterations, args.repeats)
+        r = results["ours"][name]
+        print(f"ours {name}: {r['steps_per_second']:,.0f} steps/s (compile {r['compile_seconds']:.1f} s)", flush=True)
+    if args.jaxmarl_qmix:
+        results["jaxmarl_qmix_rnn_b"] = jaxmarl(args.jaxmarl_qmix, args.jaxmarl_python, args.map)
+        base = results["jaxmarl_qmix_rnn_b"]["steady_state_steps_per_second"]
+        print(f"JaxMARL qmix_rnn (b), steady state: {base:,.0f} steps/s", flush=True)
+        if "b_jaxmarl_matched" in results["ours"]:
+            ratio = results["ours"]["b_jaxmarl_matched"]["steps_per_second"] / base
+            results["ratio_ours_b_over_jaxmarl_b"] = ratio
+            print(f"ratio ours/JaxMARL at (b): {ratio:.2f}x", flush=True)
+    ceiling = max(r["steps_per_second"] for r in results["env_only"])
+    for name, r in results["ours"].items():
+        r["fraction_of_env_only_ceiling"] = r["steps_per_second"] / ceiling
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "throughput.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
