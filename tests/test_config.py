@@ -93,3 +93,12 @@ def test_help_lists_every_option_with_type_and_default():
         assert key in text
         assert meaning and meaning in text
     assert "default: 'qmix'" in text
+
+
+def test_preset_files_load_and_resolve():
+    from pathlib import Path
+
+    presets = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+    assert presets
+    for preset in presets:
+        resolve(build_config(["env=smax:3m"], config_file=preset))

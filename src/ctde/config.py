@@ -49,13 +49,15 @@ class EnvConfig:
 
 @dataclass
 class AlgoConfig:
-    name: Literal["iql", "vdn", "qmix", "qplex"] = option(
-        "qmix", "backbone: iql (no mixer), vdn (sum), qmix (monotonic hypernet mixer), qplex (duplex dueling)")
+    name: Literal["iql", "vdn", "qmix", "qplex", "mappo", "ippo"] = option(
+        "qmix", "backbone: value decomposition iql (no mixer), vdn (sum), qmix (monotonic hypernet mixer), qplex "
+        "(duplex dueling); on-policy mappo (centralized value) or ippo (per-agent value on local observations)")
     optimizer: Literal["adam", "rmsprop"] = option("adam", "optimizer (rmsprop uses alpha 0.99, eps 1e-5 as pymarl)")
     lr: float = option(5e-4, "learning rate")
     grad_clip: float = option(10.0, "global gradient-norm clip")
     gamma: float = option(0.99, "discount")
-    hidden_dim: int = option(64, "agent network width (Linear -> GRU -> Linear)")
+    hidden_dim: int = option(64, "agent (and MAPPO value) network width (Linear -> GRU -> Linear)")
+    # Value decomposition only:
     batch_size: int = option(32, "sequences (episodes) per gradient update")
     buffer_size: int = option(5000, "replay capacity in sequences (episodes)")
     updates_per_rollout: int = option(1, "gradient updates after each rollout of rollout.num_envs sequences")
@@ -75,6 +77,25 @@ class AlgoConfig:
 
 
 @dataclass
+class PPOConfig:
+    """MAPPO / IPPO options (defaults: CADP's MAPPO experiments, after Yu et al. 2022)."""
+
+    epochs: int = option(5, "passes over each rollout")
+    minibatches: int = option(1, "minibatches per pass (each a set of whole-environment chunks)")
+    clip: float = option(0.2, "PPO ratio clip, also the value-clip range")
+    entropy_coef: float = option(0.01, "entropy bonus weight")
+    value_coef: float = option(1.0, "value loss weight")
+    gae_lambda: float = option(0.95, "GAE lambda")
+    huber_delta: float = option(10.0, "Huber loss delta for the value loss")
+    value_clip: bool = option(True, "clip value updates around the rollout's values")
+    value_norm: bool = option(True, "normalize value targets with running statistics (MAPPO's ValueNorm)")
+    chunk_length: int = option(10, "steps per recurrent training chunk (data chunk length)")
+    critic_input: Literal["state", "agent_specific"] = option(
+        "state", "MAPPO value input: global state + agent id, or agent-specific (state + own observation + id); "
+        "IPPO always uses the agent's own observation + id")
+
+
+@dataclass
 class ParadigmConfig:
     name: Literal["ctde"] = option("ctde", "how centralized information shapes training; ctde = plain CTDE")
     _primary = "name"
@@ -84,9 +105,11 @@ class ParadigmConfig:
 class RolloutConfig:
     num_envs: int = option(8, "parallel environments per rollout")
     length: int | None = option(
-        None, "steps per rollout; None = the episode limit, one whole episode per environment (pymarl)")
-    auto_reset: bool = option(
-        False, "reset finished environments inside a rollout (JaxMARL style); False pads after the episode ends")
+        None, "steps per rollout; None = the episode limit, one whole episode per environment (value "
+        "decomposition), or 400 (MAPPO)")
+    auto_reset: bool | None = option(
+        None, "reset finished environments inside a rollout (JaxMARL style); false pads after the episode ends; "
+        "None = false for value decomposition, true for MAPPO (whose environments also continue across rollouts)")
 
 
 @dataclass
@@ -109,6 +132,7 @@ class LogConfig:
 class TrainConfig:
     env: EnvConfig = section(EnvConfig, "environment")
     algo: AlgoConfig = section(AlgoConfig, "backbone and its learner")
+    ppo: PPOConfig = section(PPOConfig, "MAPPO / IPPO options")
     paradigm: ParadigmConfig = section(ParadigmConfig, "training paradigm")
     rollout: RolloutConfig = section(RolloutConfig, "data collection")
     eval: EvalConfig = section(EvalConfig, "greedy evaluation during training")

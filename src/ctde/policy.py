@@ -153,45 +153,6 @@ def load_policy(path: str | Path) -> DecentralizedPolicy:
     return make_policy(spec, params)
 
 
-def run_policy(policy: DecentralizedPolicy, env, params: Any, key: jax.Array, episodes: int = 8
-               ) -> tuple[dict[str, float], list[dict]]:
-    """Greedy episodes of the exported artifact itself in `env` (in parallel).
-
-    Returns (win_rate, return, episode_length means) and the episodes' inputs (obs, last_action, avail, state;
-    [T, ...] each, cut at the episode's end) for the audit.
-    """
-    limit = env.spec.episode_limit
-
-    def one_episode(key):
-        reset_key, key = jax.random.split(key)
-        env_state, ts = env.reset(reset_key)
-        loop = (env_state, ts, policy.initial_hidden(), jnp.full((env.spec.n_agents,), -1, jnp.int32),
-                jnp.bool_(True), jnp.float32(0.0), jnp.bool_(False), jnp.int32(0))
-
-        def step(loop, step_key):
-            env_state, ts, hidden, last_action, active, ret, won, length = loop
-            hidden, action = policy.act(params, hidden, ts.obs, last_action, ts.avail, length == 0)
-            record = {"obs": ts.obs, "last_action": last_action, "avail": ts.avail, "state": ts.state, "valid": active}
-            env_state, next_ts = env.step(step_key, env_state, action.astype(jnp.int32))
-            ret = ret + jnp.where(active, next_ts.reward, 0.0)
-            won = won | (active & next_ts.won)
-            length = length + active.astype(jnp.int32)
-            active = active & ~next_ts.done
-            return (env_state, next_ts, hidden, action.astype(jnp.int32), active, ret, won, length), record
-
-        loop, records = jax.lax.scan(step, loop, jax.random.split(key, limit))
-        return loop[5], loop[6], loop[7], records
-
-    returns, wins, lengths, records = jax.device_get(jax.jit(jax.vmap(one_episode))(jax.random.split(key, episodes)))
-    stats = {"win_rate": float(np.mean(wins)), "return": float(np.mean(returns)),
-             "episode_length": float(np.mean(lengths))}
-    recorded = []
-    for e in range(episodes):
-        length = max(int(lengths[e]), 1)
-        recorded.append({k: records[k][e, :length] for k in ("obs", "last_action", "avail", "state")})
-    return stats, recorded
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Audit
 

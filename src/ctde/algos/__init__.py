@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from ctde.algos.mappo import PPO
 from ctde.algos.value_decomposition import ValueDecomposition
 
 VALUE_DECOMPOSITION = ("iql", "vdn", "qmix", "qplex")
+POLICY_GRADIENT = ("mappo", "ippo")
 
-BACKBONES = {name: ValueDecomposition for name in VALUE_DECOMPOSITION}
+BACKBONES = {**{name: ValueDecomposition for name in VALUE_DECOMPOSITION}, **{name: PPO for name in POLICY_GRADIENT}}
 
 
 def make_backbone(config, env, paradigm):

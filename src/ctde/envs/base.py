@@ -32,6 +32,7 @@ class TimeStep:
     done:     bool    []                    the episode ended (terminal or time limit)
     won:      bool    []                    the episode ended in a win
     views:    dict[str, float32 [n_agents, view_dim]]   privileged views the run asked for
+    alive:    bool    [n_agents] or None        which agents are alive (None: all of them, always)
     """
 
     obs: jax.Array
@@ -42,6 +43,7 @@ class TimeStep:
     done: jax.Array
     won: jax.Array
     views: dict[str, jax.Array] = struct.field(default_factory=dict)
+    alive: jax.Array | None = None
 
 
 @dataclass(frozen=True)

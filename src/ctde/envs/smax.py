@@ -261,7 +261,7 @@ class SMAXEnv:
             obs=self.observe(state), state=self.world_state(state), avail=avail,
             reward=jnp.asarray(reward * self.reward_scale, jnp.float32),
             terminal=jnp.asarray(done & (allies_dead | enemies_dead)), done=jnp.asarray(done),
-            won=jnp.asarray(done & enemies_dead & ~allies_dead), views=views)
+            won=jnp.asarray(done & enemies_dead & ~allies_dead), views=views, alive=state.unit_alive[: self.n_allies])
 
     # -- interface ---------------------------------------------------------------------------------------
 

@@ -57,6 +57,34 @@ def resolve(config: TrainConfig) -> TrainConfig:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message + ".")
+    from ctde.algos import POLICY_GRADIENT
+
+    on_policy = algo.name in POLICY_GRADIENT
+    _refuse_unused_options(config, on_policy)
+    if on_policy:
+        ppo = config.ppo
+        if rollout.auto_reset is False:
+            raise ConfigError(f"algo={algo.name} keeps its environments running across rollouts; "
+                              f"rollout.auto_reset=false (padded whole episodes) is for value decomposition.")
+        rollout.auto_reset = True
+        rollout.length = rollout.length or 400
+        for ok, message in [
+            (ppo.epochs >= 1 and ppo.minibatches >= 1, "ppo.epochs and ppo.minibatches must be at least 1"),
+            (ppo.chunk_length >= 1, "ppo.chunk_length must be at least 1"),
+            (0 < ppo.clip < 1, "ppo.clip must be in (0, 1)"),
+            (0 <= ppo.gae_lambda <= 1, "ppo.gae_lambda must be in [0, 1]"),
+        ]:
+            if not ok:
+                raise ConfigError(message + ".")
+        if rollout.length % ppo.chunk_length:
+            raise ConfigError(f"rollout.length={rollout.length} must be a multiple of ppo.chunk_length="
+                              f"{ppo.chunk_length}: training chunks tile each rollout.")
+        chunks = rollout.num_envs * rollout.length // ppo.chunk_length
+        if chunks % ppo.minibatches:
+            raise ConfigError(f"The rollout holds {chunks} chunks (rollout.num_envs x rollout.length / "
+                              f"ppo.chunk_length), which ppo.minibatches={ppo.minibatches} does not divide.")
+    else:
+        rollout.auto_reset = bool(rollout.auto_reset)
     if rollout.length is not None:
         if rollout.length < 1:
             raise ConfigError("rollout.length must be positive (or None for one episode per environment).")
@@ -77,3 +105,26 @@ def resolve(config: TrainConfig) -> TrainConfig:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config.out = f"runs/{family}_{name}_{algo.name}_{config.paradigm.name}_{stamp}"
     return config
+
+
+# Options that only one kind of backbone reads. Setting one for the other kind is a mistake worth reporting.
+VALUE_DECOMPOSITION_ONLY = ("optimizer", "batch_size", "buffer_size", "updates_per_rollout", "learning_starts",
+                            "target_update_interval", "double_q", "td_lambda", "epsilon_start", "epsilon_finish",
+                            "epsilon_anneal_steps", "mixer_embed_dim", "hypernet_layers", "hypernet_embed",
+                            "qplex_kernels")
+
+
+def _refuse_unused_options(config: TrainConfig, on_policy: bool) -> None:
+    from ctde.config import AlgoConfig, PPOConfig, to_dict
+
+    if on_policy:
+        defaults = AlgoConfig()
+        changed = [f"algo.{k}" for k in VALUE_DECOMPOSITION_ONLY if getattr(config.algo, k) != getattr(defaults, k)]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} only affect value-decomposition backbones; algo="
+                              f"{config.algo.name} would ignore them. Remove them (MAPPO's options are ppo.*).")
+    else:
+        changed = [f"ppo.{k}" for k, v in to_dict(config.ppo).items() if v != to_dict(PPOConfig())[k]]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} only affect algo=mappo or algo=ippo; algo={config.algo.name} "
+                              f"would ignore them. Remove them or choose an on-policy backbone.")

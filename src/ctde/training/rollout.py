@@ -1,19 +1,20 @@
-"""Rollouts of a paradigm's model in a batch of environments, entirely inside `jit`.
+"""Rollouts in a batch of environments, entirely inside `jit`.
 
-Every rollout starts fresh episodes in `num_envs` environments and runs `length` steps under `lax.scan`.
-Two styles share this one mechanism:
-- pymarl (default): `length` = episode limit and no reset inside the rollout, so each environment yields
-  exactly one episode, padded (valid = False) after it ends;
-- JaxMARL: any `length` with finished environments reset at once (`auto_reset`).
+A rollout runs `length` steps of an `Actor` (how actions are chosen; built from a paradigm's model) in
+`num_envs` environments under `lax.scan`. Two styles share this one mechanism:
+- pymarl (default for value decomposition): fresh episodes, `length` = episode limit and no reset inside the
+  rollout, so each environment yields exactly one episode, padded (valid = False) after it ends;
+- JaxMARL / MAPPO: any `length` with finished environments reset at once (`auto_reset`), optionally continuing
+  from where the previous rollout stopped (`RolloutState`).
 
 A rollout returns a `Trajectory` with T + 1 entries per environment: entry t holds the inputs seen at step t,
 the action taken and what the transition returned; the extra entry T holds the inputs after the last step,
-needed to bootstrap. Since every rollout starts at an episode start, learners can unroll recurrent networks
-from a zero state with no stored hidden states.
+needed to bootstrap. Actors may record extras per step (MAPPO: log-probabilities, values, recurrent states).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
@@ -31,7 +32,10 @@ class Trajectory:
     obs [.., n, obs_dim], state [.., state_dim], avail bool [.., n, |A|], views {name: [.., n, d]},
     last_action int [.., n] (-1 at an episode start), reset bool [..] (episode starts here),
     action int [.., n], reward [..], terminal bool [..], done bool [..] (the transition from t ended the
-    episode), valid bool [..] (t is a real decision of an unfinished episode).
+    episode), valid bool [..] (t is a real decision of an unfinished episode), alive bool [.., n] (the agent is
+    alive at t), extras {name: [..., ...]} (whatever the actor recorded at t; zeros at entry T).
+    With `auto_reset`, `terminal` also marks time-limit ends: the entry after one is the next episode's
+    first input, so there is nothing to bootstrap from.
     """
 
     obs: jax.Array
@@ -45,6 +49,8 @@ class Trajectory:
     terminal: jax.Array
     done: jax.Array
     valid: jax.Array
+    alive: jax.Array
+    extras: dict[str, Any] = struct.field(default_factory=dict)
 
     def transpose(self) -> "Trajectory":
         """Swap the first two axes: batch-major [B, T, ...] <-> time-major [T, B, ...]."""
@@ -105,38 +111,79 @@ def _select(mask: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(lambda x, y: jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y), a, b)
 
 
-def collect(env: Environment, paradigm: Paradigm, params: Any, key: jax.Array, *, num_envs: int, length: int,
-            auto_reset: bool, model: str, select_actions: ActionSelector) -> tuple[Trajectory, EpisodeStats]:
-    """Run `model` of `paradigm` for `length` steps in `num_envs` fresh environments.
+@dataclass(frozen=True)
+class Actor:
+    """How a rollout acts. `initial_carry(num_envs)` gives the recurrent state of fresh episodes;
+    `step(params, carry, inputs, key) -> (carry, actions int [E, n], extras)` acts on one step of inputs
+    (an `AgentInputs` with a leading time axis of 1)."""
 
-    Returns the batch-major trajectory [num_envs, length + 1, ...] and sums over finished episodes.
-    """
-    n = env.spec.n_agents
-    reset_key, key = jax.random.split(key)
-    env_state, timestep = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
-    carry = paradigm.initial_carry((num_envs,))
-    last_action = jnp.full((num_envs, n), -1, jnp.int32)
-    reset = jnp.ones((num_envs,), bool)
-    active = jnp.ones((num_envs,), bool)
-    running = jnp.zeros((num_envs,), jnp.float32), jnp.zeros((num_envs,), jnp.int32)
+    initial_carry: Callable[[int], Any]
+    step: Callable[[Any, Any, AgentInputs, jax.Array], tuple[Any, jax.Array, dict]]
 
-    def inputs_of(ts: TimeStep, last_action, reset) -> AgentInputs:
-        return AgentInputs(obs=ts.obs[None], last_action=last_action[None], avail=ts.avail[None],
-                           state=ts.state[None], reset=reset[None], views=jax.tree.map(lambda v: v[None], ts.views))
+
+def paradigm_actor(paradigm: Paradigm, model: str, select_actions: ActionSelector) -> Actor:
+    """Act with one of a paradigm's models, choosing from its scores with `select_actions`."""
+
+    def step(params, carry, inputs, key):
+        carry, output = paradigm.apply(params, carry, inputs)
+        return carry, select_actions(key, output.scores[model][0], inputs.avail[0]).astype(jnp.int32), {}
+
+    return Actor(initial_carry=lambda num_envs: paradigm.initial_carry((num_envs,)), step=step)
+
+
+@struct.dataclass
+class RolloutState:
+    """Where a rollout stopped, so the next one can continue the same episodes (leading axis: envs)."""
+
+    env_state: Any
+    timestep: TimeStep
+    carry: Any
+    last_action: jax.Array  # int [E, n]
+    reset: jax.Array  # bool [E]
+    episode_return: jax.Array  # [E]
+    episode_length: jax.Array  # int [E]
+
+
+def start_rollouts(env: Environment, actor: Actor, key: jax.Array, num_envs: int) -> RolloutState:
+    """Fresh episodes in `num_envs` environments."""
+    env_state, timestep = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+    return RolloutState(env_state=env_state, timestep=timestep, carry=actor.initial_carry(num_envs),
+                        last_action=jnp.full((num_envs, env.spec.n_agents), -1, jnp.int32),
+                        reset=jnp.ones((num_envs,), bool), episode_return=jnp.zeros((num_envs,)),
+                        episode_length=jnp.zeros((num_envs,), jnp.int32))
+
+
+def _inputs(ts: TimeStep, last_action: jax.Array, reset: jax.Array) -> AgentInputs:
+    return AgentInputs(obs=ts.obs[None], last_action=last_action[None], avail=ts.avail[None], state=ts.state[None],
+                       reset=reset[None], views=jax.tree.map(lambda v: v[None], ts.views))
+
+
+def _alive(ts: TimeStep) -> jax.Array:
+    return ts.alive if ts.alive is not None else jnp.ones(ts.obs.shape[:-1], bool)
+
+
+def run_rollout(env: Environment, actor: Actor, params: Any, key: jax.Array, state: RolloutState, *, length: int,
+                auto_reset: bool) -> tuple[Trajectory, EpisodeStats, RolloutState]:
+    """`length` steps of `actor` from `state`. Returns the batch-major trajectory [E, length + 1, ...], sums over
+    the episodes that finished, and the state to continue from (meaningful with `auto_reset`)."""
+    num_envs = state.reset.shape[0]
 
     def step(loop, step_key):
-        env_state, ts, carry, last_action, reset, active, (ep_return, ep_length), stats = loop
+        rollout, active, stats = loop
+        ts = rollout.timestep
         act_key, env_key, reset_key = jax.random.split(step_key, 3)
-        carry, output = paradigm.apply(params, carry, inputs_of(ts, last_action, reset))
-        action = select_actions(act_key, output.scores[model][0], ts.avail).astype(jnp.int32)
-        next_state, next_ts = jax.vmap(env.step)(jax.random.split(env_key, num_envs), env_state, action)
-        record = Trajectory(obs=ts.obs, state=ts.state, avail=ts.avail, views=ts.views, last_action=last_action,
-                            reset=reset, action=action, reward=next_ts.reward, terminal=next_ts.terminal,
-                            done=next_ts.done, valid=active)
+        carry, action, extras = actor.step(params, rollout.carry, _inputs(ts, rollout.last_action, rollout.reset),
+                                           act_key)
+        next_state, next_ts = jax.vmap(env.step)(jax.random.split(env_key, num_envs), rollout.env_state, action)
+        ended = next_ts.done
+        record = Trajectory(obs=ts.obs, state=ts.state, avail=ts.avail, views=ts.views,
+                            last_action=rollout.last_action, reset=rollout.reset, action=action,
+                            reward=next_ts.reward, terminal=(ended if auto_reset else next_ts.terminal), done=ended,
+                            valid=active, alive=_alive(ts), extras=extras)
 
-        ep_return = ep_return + jnp.where(active, next_ts.reward, 0.0)
-        ep_length = ep_length + active.astype(jnp.int32)
-        finished = active & next_ts.done
+        ep_return = rollout.episode_return + jnp.where(active, next_ts.reward, 0.0)
+        ep_length = rollout.episode_length + active.astype(jnp.int32)
+        finished = active & ended
         stats = stats + EpisodeStats(
             episodes=jnp.sum(finished, dtype=jnp.float32), returns=jnp.sum(jnp.where(finished, ep_return, 0.0)),
             wins=jnp.sum(finished & next_ts.won, dtype=jnp.float32),
@@ -146,26 +193,76 @@ def collect(env: Environment, paradigm: Paradigm, params: Any, key: jax.Array, *
         ep_length = jnp.where(finished, 0, ep_length)
 
         if auto_reset:
-            ended = next_ts.done
             fresh_state, fresh_ts = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
             next_state = _select(ended, fresh_state, next_state)
             next_ts = _select(ended, fresh_ts, next_ts)
             last_action = jnp.where(ended[:, None], -1, action)
             reset = ended
         else:
-            active = active & ~next_ts.done
+            active = active & ~ended
             last_action = action
-            reset = jnp.zeros_like(reset)
-        loop = (next_state, next_ts, carry, last_action, reset, active, (ep_return, ep_length), stats)
-        return loop, record
+            reset = jnp.zeros_like(ended)
+        rollout = RolloutState(env_state=next_state, timestep=next_ts, carry=carry, last_action=last_action,
+                               reset=reset, episode_return=ep_return, episode_length=ep_length)
+        return (rollout, active, stats), record
 
-    loop = (env_state, timestep, carry, last_action, reset, active, running, EpisodeStats.zero())
-    loop, records = jax.lax.scan(step, loop, jax.random.split(key, length))
-    _, final_ts, _, final_last_action, final_reset, _, _, stats = loop
+    loop = (state, jnp.ones((num_envs,), bool), EpisodeStats.zero())
+    (state, _, stats), records = jax.lax.scan(step, loop, jax.random.split(key, length))
+    ts = state.timestep
     # Entry T: the inputs after the last step, for bootstrapping. It is never a decision (valid = False).
-    final = Trajectory(obs=final_ts.obs, state=final_ts.state, avail=final_ts.avail, views=final_ts.views,
-                       last_action=final_last_action, reset=final_reset, action=jnp.zeros_like(final_last_action),
-                       reward=jnp.zeros((num_envs,)), terminal=jnp.zeros((num_envs,), bool),
-                       done=jnp.zeros((num_envs,), bool), valid=jnp.zeros((num_envs,), bool))
+    final = Trajectory(obs=ts.obs, state=ts.state, avail=ts.avail, views=ts.views, last_action=state.last_action,
+                       reset=state.reset, action=jnp.zeros_like(state.last_action), reward=jnp.zeros((num_envs,)),
+                       terminal=jnp.zeros((num_envs,), bool), done=jnp.zeros((num_envs,), bool),
+                       valid=jnp.zeros((num_envs,), bool), alive=_alive(ts),
+                       extras=jax.tree.map(lambda x: jnp.zeros_like(x[0]), records.extras))
     trajectory = jax.tree.map(lambda steps, last: jnp.concatenate([steps, last[None]], axis=0), records, final)
-    return trajectory.transpose(), stats
+    return trajectory.transpose(), stats, state
+
+
+def collect(env: Environment, paradigm: Paradigm, params: Any, key: jax.Array, *, num_envs: int, length: int,
+            auto_reset: bool, model: str, select_actions: ActionSelector) -> tuple[Trajectory, EpisodeStats]:
+    """`length` steps of `model` of `paradigm` in `num_envs` fresh environments: the trajectory
+    [num_envs, length + 1, ...] and sums over finished episodes."""
+    actor = paradigm_actor(paradigm, model, select_actions)
+    start_key, key = jax.random.split(key)
+    trajectory, stats, _ = run_rollout(env, actor, params, key, start_rollouts(env, actor, start_key, num_envs),
+                                       length=length, auto_reset=auto_reset)
+    return trajectory, stats
+
+
+def policy_actor(policy: Any, params: Any) -> Actor:
+    """Act greedily with an exported `DecentralizedPolicy` (one seed's `params`), through its own forward."""
+    n, hidden = policy.spec["n_agents"], policy.spec["hidden_dim"]
+
+    def step(params, carry, inputs, key):
+        act = jax.vmap(policy.act, in_axes=(None, 0, 0, 0, 0, 0))
+        carry, actions = act(params, carry, inputs.obs[0], inputs.last_action[0], inputs.avail[0], inputs.reset[0])
+        return carry, actions.astype(jnp.int32), {}
+
+    return Actor(initial_carry=lambda num_envs: jnp.zeros((num_envs, n, hidden)), step=step)
+
+
+def run_policy(policy: Any, env: Environment, params: Any, key: jax.Array, episodes: int = 8
+               ) -> tuple[dict[str, float], list[dict]]:
+    """Greedy episodes of an exported policy artifact in `env`, in parallel.
+
+    Returns the mean win rate, return and episode length, and each episode's inputs (obs, last_action, avail,
+    state; [T, ...], cut at the episode's end), which the audit replays.
+    """
+    actor = policy_actor(policy, params)
+
+    @jax.jit
+    def run(key):
+        start_key, key = jax.random.split(key)
+        state = start_rollouts(env, actor, start_key, episodes)
+        return run_rollout(env, actor, params, key, state, length=env.spec.episode_limit, auto_reset=False)[:2]
+
+    trajectory, stats = jax.device_get(run(key))
+    count = max(float(stats.episodes), 1.0)
+    summary = {"win_rate": float(stats.wins) / count, "return": float(stats.returns) / count,
+               "episode_length": float(stats.lengths) / count}
+    recorded = []
+    for e in range(episodes):
+        length = max(int(trajectory.valid[e].sum()), 1)
+        recorded.append({k: getattr(trajectory, k)[e, :length] for k in ("obs", "last_action", "avail", "state")})
+    return summary, recorded
