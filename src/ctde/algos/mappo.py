@@ -253,7 +253,7 @@ class PPO:
             error = jnp.maximum(error, huber(clipped - targets, ppo.huber_delta))
         value_loss = masked_mean(error, mask)
         entropy_mean = masked_mean(entropy, mask)
-        aux_loss, aux_metrics = paradigm.auxiliary_loss(params.agents, output, inputs, mask, env_steps)
+        aux_loss, aux_metrics = paradigm.auxiliary_loss(params.agents, output, inputs, mask > 0, env_steps)
         total = policy_loss - ppo.entropy_coef * entropy_mean + ppo.value_coef * value_loss + aux_loss
         ratio = jnp.exp(log_prob - batch["old_log_prob"])
         metrics = {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy_mean,

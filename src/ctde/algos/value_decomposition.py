@@ -160,7 +160,8 @@ class ValueDecomposition:
         td_error = (q_tot - targets) * mask[..., None]
         valid_count = jnp.maximum(mask.sum(), 1.0)
         td_loss = jnp.sum(td_error ** 2) / (valid_count * q_tot.shape[-1])
-        aux_loss, aux_metrics = paradigm.auxiliary_loss(params.agents, online, inputs, batch.valid, env_steps)
+        agent_mask = jnp.broadcast_to(batch.valid[..., None], batch.action.shape)  # [T + 1, B, n]
+        aux_loss, aux_metrics = paradigm.auxiliary_loss(params.agents, online, inputs, agent_mask, env_steps)
         metrics = {
             "td_loss": td_loss,
             "td_error_abs": jnp.sum(jnp.abs(td_error)) / (valid_count * q_tot.shape[-1]),

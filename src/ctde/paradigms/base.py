@@ -79,7 +79,11 @@ class Paradigm:
 
     def auxiliary_loss(self, params: Any, output: ParadigmOutput, inputs: AgentInputs, mask: jax.Array,
                        env_steps: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Extra loss added to the backbone's, e.g. CADP's pruning term. mask: [T, *B] valid steps."""
+        """Extra loss added to the backbone's, e.g. CADP's pruning term.
+
+        mask: bool [T, *B, n], aligned with `output`'s time axis: the (step, agent) pairs that count. Value
+        decomposition passes the valid steps for every agent (as pymarl); MAPPO also masks out dead agents.
+        """
         return jnp.float32(0.0), {}
 
     def export(self, params: Any) -> tuple[dict, Any]:
