@@ -97,8 +97,31 @@ class PPOConfig:
 
 @dataclass
 class ParadigmConfig:
-    name: Literal["ctde"] = option("ctde", "how centralized information shapes training; ctde = plain CTDE")
+    name: Literal["ctde", "ptde"] = option(
+        "ctde", "how centralized information shapes training: ctde (plain CTDE), ptde (personalized global "
+        "information, then distilled into a local student)")
     _primary = "name"
+
+
+@dataclass
+class PTDEConfig:
+    """PTDE options (defaults: the authors' released code, ALGORITHMS.md)."""
+
+    global_info: Literal["personalized", "unified"] = option(
+        "personalized", "personalized (GIP: each agent's hypernetwork reads the state) or unified (GIU ablation)")
+    z_dim: int = option(64, "size of the global-information knowledge z")
+    hypernet_hidden: int = option(64, "hidden width of the agent-hypernetwork (GIP) or state encoder (GIU)")
+    min_variance: float = option(0.01, "floor of z's variance")
+    sample_at_execution: bool = option(
+        False, "evaluate with sampled z (the authors' code) instead of its mean; the exported student is "
+        "always deterministic")
+    student_hidden: int = option(64, "student MLP width (x -> hidden -> z_dim -> z_dim)")
+    distill_episodes: int = option(100, "stage 2: greedy teacher episodes per seed in the distillation data set")
+    holdout: float = option(0.2, "stage 2: fraction of those episodes held out to measure generalization")
+    distill_steps: int = option(500_000, "stage 2: student regression steps")
+    distill_batch: int = option(2048, "stage 2: rows per regression step")
+    distill_lr: float = option(1e-4, "stage 2: Adam learning rate")
+    distill_log_every: int = option(1000, "stage 2: steps between logged train / held-out losses")
 
 
 @dataclass
@@ -134,6 +157,7 @@ class TrainConfig:
     algo: AlgoConfig = section(AlgoConfig, "backbone and its learner")
     ppo: PPOConfig = section(PPOConfig, "MAPPO / IPPO options")
     paradigm: ParadigmConfig = section(ParadigmConfig, "training paradigm")
+    ptde: PTDEConfig = section(PTDEConfig, "PTDE options (paradigm=ptde)")
     rollout: RolloutConfig = section(RolloutConfig, "data collection")
     eval: EvalConfig = section(EvalConfig, "greedy evaluation during training")
     log: LogConfig = section(LogConfig, "logging, progress and checkpoints")

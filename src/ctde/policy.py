@@ -61,6 +61,23 @@ def _rnn_agent(spec: dict) -> AgentStep:
     return step
 
 
+@register_network("ptde_student")
+def _ptde_student(spec: dict) -> AgentStep:
+    from ctde.nets.ptde import QHead, Student, Trunk
+
+    trunk = Trunk(spec["hidden_dim"])
+    head = QHead(spec["hidden_dim"], spec["n_actions"])
+    student = Student(spec["z_dim"], spec["student_hidden"])
+
+    def step(params, hidden, obs, last_action, avail, agent_index, reset):
+        x = own_input(spec, obs, last_action, avail, agent_index)
+        hidden, h = trunk.apply(params["trunk"], hidden[None], x[None, None], reset[None, None])
+        z = student.apply(params["student"], x)
+        return hidden[0], head.apply(params["head"], h[0, 0], z)
+
+    return step
+
+
 @dataclass
 class DecentralizedPolicy:
     """A policy whose agent i acts on agent i's own inputs alone. `params` carry a leading seed axis."""

@@ -198,7 +198,8 @@ class PPO:
 
         def step(params: PPOParams, carry, inputs: AgentInputs, key):
             agent_carry, critic_carry = carry
-            new_agent_carry, output = paradigm.apply(params.agents, agent_carry, inputs)
+            network_key, key = jax.random.split(key)
+            new_agent_carry, output = paradigm.apply(params.agents, agent_carry, inputs, rng=network_key)
             logits = jnp.where(inputs.avail[0], output.scores[paradigm.collect_model][0], NEG_INF)
             action = jax.random.categorical(key, logits)
             log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
@@ -229,13 +230,13 @@ class PPO:
 
     # -- the training step -------------------------------------------------------------------------------
 
-    def loss(self, params: PPOParams, batch: dict, value_norm: ValueNorm, env_steps: jax.Array
-             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss(self, params: PPOParams, batch: dict, value_norm: ValueNorm, env_steps: jax.Array,
+             key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Clipped PPO loss on a minibatch of chunks (time-major [C, M, ...]) plus the paradigm's auxiliary loss."""
         ppo, paradigm = self.ppo, self.paradigm
         inputs: AgentInputs = batch["inputs"]
         mask = batch["mask"]  # [C, M, n]: valid step and living agent
-        _, output = paradigm.apply(params.agents, batch["agent_carry"], inputs)
+        _, output = paradigm.apply(params.agents, batch["agent_carry"], inputs, rng=key)
         logits = jnp.where(inputs.avail, output.scores[paradigm.td_model], NEG_INF)
         log_probs = jax.nn.log_softmax(logits)
         log_prob = jnp.take_along_axis(log_probs, batch["action"][..., None], axis=-1)[..., 0]
@@ -262,9 +263,9 @@ class PPO:
                    **aux_metrics}
         return total, metrics
 
-    def update(self, state: PPOState, minibatch: dict) -> tuple[PPOState, dict[str, jax.Array]]:
+    def update(self, state: PPOState, minibatch: dict, key: jax.Array) -> tuple[PPOState, dict[str, jax.Array]]:
         (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
-            state.params, minibatch, state.value_norm, state.env_steps)
+            state.params, minibatch, state.value_norm, state.env_steps, key)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "actor_grad_norm": optax.tree.norm(grads.agents),
@@ -322,14 +323,16 @@ class PPO:
             minibatches = order[: self.chunks_per_minibatch * self.ppo.minibatches].reshape(
                 self.ppo.minibatches, self.chunks_per_minibatch)
 
-            def one(state, indices):
+            def one(state, xs):
+                indices, loss_key = xs
                 # [M, C, ...] -> time-major [C, M, ...]; carries stay [M, ...].
                 picked = jax.tree.map(lambda x: x[indices], chunks)
                 minibatch = {k: (v if k in ("agent_carry", "critic_carry", "env_index") else
                                  jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), v)) for k, v in picked.items()}
-                return self.update(state, minibatch)
+                return self.update(state, minibatch, loss_key)
 
-            return jax.lax.scan(one, state, minibatches)
+            loss_keys = jax.random.split(jax.random.fold_in(key, 1), self.ppo.minibatches)
+            return jax.lax.scan(one, state, (minibatches, loss_keys))
 
         state, metrics = jax.lax.scan(epoch, state, jax.random.split(shuffle_key, self.ppo.epochs))
         n_updates = jnp.int32(self.ppo.epochs * self.ppo.minibatches)

@@ -127,14 +127,15 @@ class ValueDecomposition:
 
     # -- the training step -------------------------------------------------------------------------------
 
-    def td_loss(self, params: VDParams, target_params: VDParams, batch: Trajectory, env_steps: jax.Array
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def td_loss(self, params: VDParams, target_params: VDParams, batch: Trajectory, env_steps: jax.Array,
+                key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Masked TD loss through the mixer plus the paradigm's auxiliary loss. batch: time-major [T + 1, B, ...]."""
         paradigm, algo = self.paradigm, self.algo
         inputs = batch.agent_inputs()
         carry = paradigm.initial_carry(batch.reward.shape[1:])
-        _, online = paradigm.apply(params.agents, carry, inputs)
-        _, target = paradigm.apply(target_params.agents, carry, inputs)
+        online_key, target_key = jax.random.split(key) if key is not None else (None, None)
+        _, online = paradigm.apply(params.agents, carry, inputs, rng=online_key)
+        _, target = paradigm.apply(target_params.agents, carry, inputs, rng=target_key)
         q = online.scores[paradigm.td_model]  # [T+1, B, n, A]
         q_target = jax.lax.stop_gradient(target.scores[paradigm.td_model])
         avail = batch.avail
@@ -178,11 +179,12 @@ class ValueDecomposition:
         stays out of the carried state and XLA need not copy it.
         """
         params, target_params, opt_state, n_updates = learner
-        batch = self.replay.sample(replay, key).experience  # [B, T + 1, ...]
+        sample_key, loss_key = jax.random.split(key)
+        batch = self.replay.sample(replay, sample_key).experience  # [B, T + 1, ...]
 
         def loss_and_grads(length: int, batch: Trajectory):
             prefix = jax.tree.map(lambda x: x[:, :length], batch).transpose()
-            return jax.value_and_grad(self.td_loss, has_aux=True)(params, target_params, prefix, env_steps)
+            return jax.value_and_grad(self.td_loss, has_aux=True)(params, target_params, prefix, env_steps, loss_key)
 
         if len(self.trim_lengths) == 1:
             (loss, metrics), grads = loss_and_grads(self.trim_lengths[0], batch)

@@ -97,7 +97,7 @@ def steps_to_reach(rows: list[dict], model: str, threshold: float, metric: str =
 
 
 def write_report(run_dir: str | Path, config_summary: dict, rows: list[dict], summary: dict,
-                 show_win_rate: bool = True) -> Path:
+                 show_win_rate: bool = True, extra_images: list[str] | None = None) -> Path:
     run_dir = Path(run_dir)
     lines = [f"# ctde run: {config_summary['env']} · {config_summary['algo']} · {config_summary['paradigm']}", ""]
     lines += ["| setting | value |", "|---|---|"]
@@ -113,6 +113,8 @@ def write_report(run_dir: str | Path, config_summary: dict, rows: list[dict], su
     lines += ["", "![learning curves](learning_curve.png)", "", "## Run", "", "| | |", "|---|---|"]
     for key, value in summary.items():
         lines.append(f"| {key} | {value} |")
+    for image in extra_images or []:
+        lines += ["", f"![{image.removesuffix('.png').replace('_', ' ')}]({image})"]
     lines.append("")
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))

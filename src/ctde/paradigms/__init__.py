@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
 from ctde.paradigms.ctde import CTDE
+from ctde.paradigms.ptde import PTDE
 
-PARADIGMS: dict[str, type[Paradigm]] = {"ctde": CTDE}
+PARADIGMS: dict[str, type[Paradigm]] = {"ctde": CTDE, "ptde": PTDE}
 
 __all__ = ["AgentInputs", "Paradigm", "ParadigmOutput", "PARADIGMS", "make_paradigm"]
 

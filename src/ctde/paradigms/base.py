@@ -63,6 +63,16 @@ class Paradigm:
     select_model: str
     eval_models: tuple[str, ...]
     export_model: str
+    # Stages after reinforcement learning, run by the host in order: "distill" (ctde.training.distill) trains
+    # params["student"] through `distillation_rows` and `student_prediction`.
+    post_training: ClassVar[tuple[str, ...]] = ()
+    # Evaluate with sampled (not mean) stochastic network parts, e.g. PTDE's z.
+    stochastic_evaluation: bool = False
+
+    @property
+    def train_eval_models(self) -> tuple[str, ...]:
+        """Models evaluated during reinforcement learning (by default all `eval_models`)."""
+        return self.eval_models
 
     def __init__(self, config: TrainConfig, spec: EnvSpec):
         self.config = config
@@ -74,7 +84,13 @@ class Paradigm:
     def initial_carry(self, batch_shape: tuple[int, ...]) -> Any:
         raise NotImplementedError
 
-    def apply(self, params: Any, carry: Any, inputs: AgentInputs) -> tuple[Any, ParadigmOutput]:
+    def apply(self, params: Any, carry: Any, inputs: AgentInputs, rng: jax.Array | None = None
+              ) -> tuple[Any, ParadigmOutput]:
+        """Scores of every model over time-major `inputs`, from recurrent state `carry`.
+
+        `rng` is given while training (acting in rollouts and in losses) for paradigms with stochastic
+        networks (PTDE's sampled z); evaluation passes None, meaning deterministic.
+        """
         raise NotImplementedError
 
     def auxiliary_loss(self, params: Any, output: ParadigmOutput, inputs: AgentInputs, mask: jax.Array,

@@ -32,7 +32,7 @@ class CTDE(Paradigm):
     def initial_carry(self, batch_shape):
         return jnp.zeros((*batch_shape, self.spec.n_agents, self.hidden_dim))
 
-    def apply(self, params, carry, inputs: AgentInputs):
+    def apply(self, params, carry, inputs: AgentInputs, rng=None):
         x = agent_inputs(inputs.obs, inputs.last_action, self.spec.n_actions)
         resets = jnp.broadcast_to(inputs.reset[..., None], x.shape[:-1])
         carry, q = self.network.apply(params["agent"], carry, x, resets)

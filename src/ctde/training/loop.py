@@ -64,7 +64,8 @@ class Program:
     def evaluate(self, agent_params: Any, key: jax.Array, model: str, episodes: int) -> dict[str, jax.Array]:
         """Greedy episodes of `model` in parallel: win rate, mean return, mean episode length."""
         _, stats = collect(self.env, self.paradigm, agent_params, key, num_envs=episodes,
-                           length=self.env.spec.episode_limit, auto_reset=False, model=model, select_actions=greedy)
+                           length=self.env.spec.episode_limit, auto_reset=False, model=model, select_actions=greedy,
+                           deterministic=not self.paradigm.stochastic_evaluation)
         count = jnp.maximum(stats.episodes, 1.0)
         return {"win_rate": stats.wins / count, "return": stats.returns / count, "episode_length": stats.lengths / count}
 
@@ -113,7 +114,8 @@ class Program:
             row[f"train/{name}"] = total / jnp.maximum(n_updates, 1)
         for name, value in backbone.exploration(state.learner).items():
             row[f"train/{name}"] = value
-        for model, model_key in zip(self.paradigm.eval_models, jax.random.split(key, len(self.paradigm.eval_models))):
+        models = self.paradigm.train_eval_models
+        for model, model_key in zip(models, jax.random.split(key, len(models))):
             for name, value in self.evaluate(agent_params, model_key, model, config.eval.episodes).items():
                 row[f"test/{model}/{name}"] = value
         return state, row

@@ -61,6 +61,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
     on_policy = algo.name in POLICY_GRADIENT
     _refuse_unused_options(config, on_policy)
+    _refuse_other_paradigm_options(config)
     if on_policy:
         ppo = config.ppo
         if rollout.auto_reset is False:
@@ -93,6 +94,19 @@ def resolve(config: TrainConfig) -> TrainConfig:
                 f"rollout.length={rollout.length} is shorter than the episode limit ({spec.episode_limit}) and "
                 f"rollout.auto_reset is false, so episodes would be cut without a reset. Set rollout.auto_reset=true "
                 f"(JaxMARL style) or leave rollout.length unset (one whole episode per environment).")
+
+    if config.paradigm.name == "ptde":
+        ptde = config.ptde
+        for ok, message in [
+            (ptde.z_dim >= 1 and ptde.hypernet_hidden >= 1 and ptde.student_hidden >= 1, "ptde sizes must be positive"),
+            (0 < ptde.holdout < 1, "ptde.holdout must be in (0, 1)"),
+            (ptde.distill_episodes >= 2, "ptde.distill_episodes must be at least 2 (training and held-out)"),
+            (ptde.distill_steps >= 1 and ptde.distill_batch >= 1, "ptde.distill_steps and distill_batch must be "
+             "positive"),
+            (ptde.distill_lr > 0 and ptde.min_variance > 0, "ptde.distill_lr and ptde.min_variance must be positive"),
+        ]:
+            if not ok:
+                raise ConfigError(message + ".")
 
     family, name = split_id(config.env.id)
     if algo.epsilon_anneal_steps is None:
@@ -128,3 +142,18 @@ def _refuse_unused_options(config: TrainConfig, on_policy: bool) -> None:
         if changed:
             raise ConfigError(f"{', '.join(changed)} only affect algo=mappo or algo=ippo; algo={config.algo.name} "
                               f"would ignore them. Remove them or choose an on-policy backbone.")
+
+
+def _refuse_other_paradigm_options(config: TrainConfig) -> None:
+    """A paradigm's own section (`cadp.*`, `ptde.*`, ...) set while another paradigm is chosen is a mistake."""
+    from ctde.config import to_dict
+    from ctde.paradigms import PARADIGMS
+
+    for name in PARADIGMS:
+        if name == config.paradigm.name or not hasattr(config, name):
+            continue
+        section = getattr(config, name)
+        changed = [f"{name}.{k}" for k, v in to_dict(section).items() if v != to_dict(type(section)())[k]]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} configure paradigm={name}, but paradigm={config.paradigm.name}. "
+                              f"Add paradigm={name} or remove them.")

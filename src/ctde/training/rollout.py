@@ -121,12 +121,15 @@ class Actor:
     step: Callable[[Any, Any, AgentInputs, jax.Array], tuple[Any, jax.Array, dict]]
 
 
-def paradigm_actor(paradigm: Paradigm, model: str, select_actions: ActionSelector) -> Actor:
-    """Act with one of a paradigm's models, choosing from its scores with `select_actions`."""
+def paradigm_actor(paradigm: Paradigm, model: str, select_actions: ActionSelector, deterministic: bool = False
+                   ) -> Actor:
+    """Act with one of a paradigm's models, choosing from its scores with `select_actions`. `deterministic`
+    networks (evaluation) get no random key, e.g. PTDE then uses its mean z instead of sampling."""
 
     def step(params, carry, inputs, key):
-        carry, output = paradigm.apply(params, carry, inputs)
-        return carry, select_actions(key, output.scores[model][0], inputs.avail[0]).astype(jnp.int32), {}
+        network_key, action_key = jax.random.split(key)
+        carry, output = paradigm.apply(params, carry, inputs, rng=None if deterministic else network_key)
+        return carry, select_actions(action_key, output.scores[model][0], inputs.avail[0]).astype(jnp.int32), {}
 
     return Actor(initial_carry=lambda num_envs: paradigm.initial_carry((num_envs,)), step=step)
 
@@ -220,10 +223,11 @@ def run_rollout(env: Environment, actor: Actor, params: Any, key: jax.Array, sta
 
 
 def collect(env: Environment, paradigm: Paradigm, params: Any, key: jax.Array, *, num_envs: int, length: int,
-            auto_reset: bool, model: str, select_actions: ActionSelector) -> tuple[Trajectory, EpisodeStats]:
+            auto_reset: bool, model: str, select_actions: ActionSelector, deterministic: bool = False
+            ) -> tuple[Trajectory, EpisodeStats]:
     """`length` steps of `model` of `paradigm` in `num_envs` fresh environments: the trajectory
     [num_envs, length + 1, ...] and sums over finished episodes."""
-    actor = paradigm_actor(paradigm, model, select_actions)
+    actor = paradigm_actor(paradigm, model, select_actions, deterministic)
     start_key, key = jax.random.split(key)
     trajectory, stats, _ = run_rollout(env, actor, params, key, start_rollouts(env, actor, start_key, num_envs),
                                        length=length, auto_reset=auto_reset)

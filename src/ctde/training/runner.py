@@ -152,12 +152,12 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
         else:
             state = program.init(keys)
 
-        chunk_fn = program.compiled_chunk()
-        tic = time.perf_counter()
         total_steps = jnp.int32(config.steps)
-        compiled = chunk_fn.lower(state, jnp.int32(0), total_steps).compile()
-        this_compile = time.perf_counter() - tic
-        compile_seconds = compile_seconds if compile_seconds is not None else this_compile
+        if start_chunk < program.n_chunks:  # a finished stage 1 (resuming a later stage) needs no compilation
+            tic = time.perf_counter()
+            compiled = program.compiled_chunk().lower(state, jnp.int32(0), total_steps).compile()
+            this_compile = time.perf_counter() - tic
+            compile_seconds = compile_seconds if compile_seconds is not None else this_compile
 
         wall = wall_before
         done_steps = int(np.min(jax.device_get(program.backbone_steps(state))))
@@ -202,7 +202,15 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
         logger.close()
 
     rows = read_metrics(run_dir)
-    policy = export(run_dir, program=program, agent_params=program.backbone.agent_params(state.learner))
+    agent_params = program.backbone.agent_params(state.learner)
+    stage_summary: dict = {}
+    for stage in program.paradigm.post_training:
+        if stage == "distill":
+            from ctde.training.distill import run_distillation
+
+            agent_params, stage_summary = run_distillation(run_dir, program, agent_params, resume=resume is not None,
+                                                           say=say, show_progress=show)
+    policy = export(run_dir, program=program, agent_params=agent_params)
     policy_stats, episodes = run_policy(policy, program.env, policy.seed_params(0), jax.random.PRNGKey(config.seed),
                                         episodes=max(config.eval.episodes, 8))
     audit = audit_policy(policy, episodes=episodes[:4])
@@ -217,6 +225,7 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
         "exported policy, greedy (seed 0)": ", ".join(f"{k} {v:.3f}" for k, v in policy_stats.items()),
         "decentralization audit": audit.message,
         "exported policy": str(run_dir / "policy"),
+        **stage_summary,
     }
     model = program.paradigm.eval_models[0]
     for threshold in (0.5, 0.9):
@@ -239,7 +248,8 @@ def make_report(run_dir: Path, config: TrainConfig, program: Program, rows: list
                       "seeds": config.seeds, "env steps per seed": f"{config.steps:,}",
                       "eval episodes": config.eval.episodes, "parallel envs": config.rollout.num_envs,
                       "episode limit": program.env.spec.episode_limit}
-    write_report(run_dir, config_summary, rows, summary, show_win_rate=has_win)
+    images = [name for name in ("distillation_loss.png",) if (run_dir / name).exists()]
+    write_report(run_dir, config_summary, rows, summary, show_win_rate=has_win, extra_images=images)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -267,10 +277,18 @@ def export(run_dir: str | Path, *, program: Program | None = None, agent_params:
 
 
 def restore_agent_params(run_dir: Path, program: Program) -> tuple[Any, dict]:
+    """The newest agent parameters: from the last post-training stage that has a checkpoint (PTDE's trained
+    student lives there), else from reinforcement learning."""
     keys = seed_keys(program.config)
     abstract_state = jax.eval_shape(program.init, keys)
     abstract = abstract_of(program.backbone.agent_params(abstract_state.learner))
-    checkpoints = Checkpoints(run_dir / "checkpoints", read_only=True)
+    directory = run_dir / "checkpoints"
+    for stage in reversed(program.paradigm.post_training):
+        candidate = run_dir / f"checkpoints_{stage}"
+        if candidate.is_dir() and any(p.name.isdigit() for p in candidate.iterdir()):
+            directory = candidate
+            break
+    checkpoints = Checkpoints(directory, read_only=True)
     try:
         params, meta, _ = checkpoints.restore(abstract, item="agent_params")
     finally:

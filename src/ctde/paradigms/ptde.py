@@ -1,0 +1,97 @@
+"""PTDE: Personalized Training, Distilled Execution (Chen et al., IJCAI 2024).
+
+Stage 1 (reinforcement learning, the backbone's own loop): each agent's Q-values (or policy logits) use
+h_i from its recurrent trunk and z_i, knowledge drawn from the global state. With `ptde.global_info=personalized`
+(GIP), an agent-hypernetwork on the agent's local input x_i decides how the state becomes z_i, so agents read
+the same state differently; `unified` (GIU, the ablation) gives every agent the same z. z is sampled by
+reparameterization while training, its mean at evaluation.
+
+Stage 2 (distillation, `ctde.training.distill`): with stage 1 frozen, roll out the teacher, store every
+agent's (x_i, s) rows, and regress a student MLP on x_i alone onto the teacher's mean mu_i. The student replaces
+GIP at execution: the exported policy is trunk + head + student, with no hypernetwork and no state input.
+
+Models: `teacher` (z from the state; collects data and learns in stage 1) and `student` (z from the student;
+evaluated and exported after stage 2).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ctde.nets.ptde import PersonalizedGlobalInfo, QHead, Student, Trunk, UnifiedGlobalInfo, sample_z
+from ctde.nets.rnn import agent_inputs
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+
+
+class PTDE(Paradigm):
+    name = "ptde"
+    collect_model = td_model = select_model = "teacher"
+    eval_models = ("teacher", "student")
+    train_eval_models = ("teacher",)  # the student means nothing until stage 2
+    export_model = "student"
+    post_training = ("distill",)
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        options = config.ptde
+        self.hidden_dim = config.algo.hidden_dim
+        self.z_dim = options.z_dim
+        self.trunk = Trunk(self.hidden_dim)
+        self.head = QHead(self.hidden_dim, spec.n_actions)
+        if options.global_info == "personalized":
+            self.global_info = PersonalizedGlobalInfo(spec.state_dim, self.z_dim, options.hypernet_hidden,
+                                                      options.min_variance)
+        else:
+            self.global_info = UnifiedGlobalInfo(spec.n_agents, self.z_dim, options.hypernet_hidden,
+                                                 options.min_variance)
+        self.student = Student(self.z_dim, options.student_hidden)
+        self.sample_at_execution = options.sample_at_execution
+        self.input_dim = spec.obs_dim + spec.n_actions + spec.n_agents
+
+    def local_inputs(self, inputs: AgentInputs) -> jax.Array:
+        return agent_inputs(inputs.obs, inputs.last_action, self.spec.n_actions)
+
+    def init(self, key):
+        n = self.spec.n_agents
+        keys = jax.random.split(key, 4)
+        x = jnp.zeros((1, n, self.input_dim))
+        state = jnp.zeros((1, self.spec.state_dim))
+        h = jnp.zeros((1, n, self.hidden_dim))
+        return {"trunk": self.trunk.init(keys[0], self.initial_carry(()), x, jnp.zeros((1, n), bool)),
+                "head": self.head.init(keys[1], h, jnp.zeros((1, n, self.z_dim))),
+                "global_info": self.global_info.init(keys[2], x, state),
+                "student": self.student.init(keys[3], x)}
+
+    def initial_carry(self, batch_shape):
+        return jnp.zeros((*batch_shape, self.spec.n_agents, self.hidden_dim))
+
+    def teacher_distribution(self, params, inputs: AgentInputs) -> tuple[jax.Array, jax.Array]:
+        """(mu, var) of z from the state, [T, *B, n, z_dim]."""
+        return self.global_info.apply(params["global_info"], self.local_inputs(inputs), inputs.state)
+
+    def apply(self, params, carry, inputs: AgentInputs, rng=None):
+        x = self.local_inputs(inputs)
+        resets = jnp.broadcast_to(inputs.reset[..., None], x.shape[:-1])
+        carry, h = self.trunk.apply(params["trunk"], carry, x, resets)
+        mu, var = self.global_info.apply(params["global_info"], x, inputs.state)
+        z_teacher = sample_z(rng, mu, var)
+        z_student = self.student.apply(params["student"], x)
+        scores = {"teacher": self.head.apply(params["head"], h, z_teacher),
+                  "student": self.head.apply(params["head"], h, z_student)}
+        return carry, ParadigmOutput(scores=scores, extras={"mu": mu, "var": var})
+
+    def export(self, params):
+        spec = {"network": "ptde_student", "hidden_dim": self.hidden_dim, "z_dim": self.z_dim,
+                "student_hidden": self.config.ptde.student_hidden, "inputs": ["obs", "last_action", "agent_id"]}
+        return spec, {"trunk": params["trunk"], "head": params["head"], "student": params["student"]}
+
+    # -- stage 2 hooks (see ctde.training.distill) -------------------------------------------------------
+
+    def distillation_rows(self, params, inputs: AgentInputs) -> tuple[jax.Array, jax.Array]:
+        """Student inputs x_i and teacher targets mu_i for every step and agent: ([..., n, x_dim], [..., n, z])."""
+        mu, _ = self.teacher_distribution(params, inputs)
+        return self.local_inputs(inputs), mu
+
+    def student_prediction(self, student_params, x: jax.Array) -> jax.Array:
+        return self.student.apply(student_params, x)
