@@ -120,8 +120,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(run_training, monk
 
     original = ValueDecomposition.td_loss
 
-    def poisoned(self, params, target_params, batch, env_steps):
-        loss, metrics = original(self, params, target_params, batch, env_steps)
+    def poisoned(self, params, target_params, batch, env_steps, key=None):
+        loss, metrics = original(self, params, target_params, batch, env_steps, key)
         return jnp.where(env_steps > 1200, jnp.nan, loss), metrics
 
     monkeypatch.setattr(ValueDecomposition, "td_loss", poisoned)

@@ -60,7 +60,8 @@ class AlgoConfig:
     # Value decomposition only:
     batch_size: int = option(32, "sequences (episodes) per gradient update")
     buffer_size: int = option(5000, "replay capacity in sequences (episodes)")
-    updates_per_rollout: int = option(1, "gradient updates after each rollout of rollout.num_envs sequences")
+    updates_per_rollout: int = option(
+        4, "gradient updates after each rollout of rollout.num_envs sequences (pymarl: 1 per episode)")
     learning_starts: int = option(0, "env steps collected before the first update (besides a full batch)")
     target_update_interval: int = option(200, "gradient updates between hard target-network copies")
     double_q: bool = option(True, "double Q-learning: argmax from the online network, value from the target")
