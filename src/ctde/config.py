@@ -76,8 +76,22 @@ class AlgoConfig:
 
 @dataclass
 class ParadigmConfig:
-    name: Literal["ctde"] = option("ctde", "how centralized information shapes training; ctde = plain CTDE")
+    name: Literal["ctde", "cadp"] = option(
+        "ctde", "how centralized information shapes training: ctde (plain CTDE), cadp (advice exchange, pruned)")
     _primary = "name"
+
+
+@dataclass
+class CADPConfig:
+    """Options of paradigm=cadp (ALGORITHMS.md, CADP); refused with any other paradigm."""
+
+    alpha: float | None = option(
+        None, "pruning-loss weight once pruning starts; None = the backbone's default (0.5 qmix, 1.0 otherwise)")
+    prune_start: int = option(700_000, "env steps T after which the pruning loss applies (a step: 0 before T)")
+    residual: bool = option(
+        False, "the paper's Eq. 5: advice enters the GRU beside the own embedding; false = released code's head")
+    heads: int = option(4, "attention heads of the advice exchange")
+    head_dim: int = option(32, "width of each attention head (query, key and value)")
 
 
 @dataclass
@@ -110,6 +124,7 @@ class TrainConfig:
     env: EnvConfig = section(EnvConfig, "environment")
     algo: AlgoConfig = section(AlgoConfig, "backbone and its learner")
     paradigm: ParadigmConfig = section(ParadigmConfig, "training paradigm")
+    cadp: CADPConfig = section(CADPConfig, "CADP options (paradigm=cadp)")
     rollout: RolloutConfig = section(RolloutConfig, "data collection")
     eval: EvalConfig = section(EvalConfig, "greedy evaluation during training")
     log: LogConfig = section(LogConfig, "logging, progress and checkpoints")

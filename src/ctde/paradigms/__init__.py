@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+from ctde.paradigms.cadp import CADP
 from ctde.paradigms.ctde import CTDE
 
-PARADIGMS: dict[str, type[Paradigm]] = {"ctde": CTDE}
+PARADIGMS: dict[str, type[Paradigm]] = {"ctde": CTDE, "cadp": CADP}
 
 __all__ = ["AgentInputs", "Paradigm", "ParadigmOutput", "PARADIGMS", "make_paradigm"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import time
 
-from ctde.config import TrainConfig
+from ctde.config import TrainConfig, to_dict
 from ctde.errors import ConfigError, IncompatibleError
 
 
@@ -25,6 +25,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"algo={config.algo.name!r} is not available; valid: {', '.join(BACKBONES)}.")
 
     paradigm = PARADIGMS[config.paradigm.name]
+    _check_paradigm_options(config, paradigm, PARADIGMS)
     spec = make_env(config.env).spec  # cheap: builds no JAX program
     missing = [view for view in paradigm.required_views if view not in spec.available_views]
     if missing:
@@ -53,6 +54,9 @@ def resolve(config: TrainConfig) -> TrainConfig:
         (0 <= algo.epsilon_finish <= 1 and 0 <= algo.epsilon_start <= 1, "epsilon values must be in [0, 1]"),
         (algo.hidden_dim >= 1, "algo.hidden_dim must be positive"),
         (algo.grad_clip > 0, "algo.grad_clip must be positive"),
+        (config.cadp.alpha is None or config.cadp.alpha >= 0, "cadp.alpha must be non-negative"),
+        (config.cadp.prune_start >= 0, "cadp.prune_start must be non-negative"),
+        (config.cadp.heads >= 1 and config.cadp.head_dim >= 1, "cadp.heads and cadp.head_dim must be positive"),
     ]
     for ok, message in checks:
         if not ok:
@@ -73,7 +77,22 @@ def resolve(config: TrainConfig) -> TrainConfig:
         algo.epsilon_anneal_steps = 500_000 if family == "smax" and name in HARD_MAPS else 50_000
     if config.env.episode_limit is None and family == "smax":
         config.env.episode_limit = spec.episode_limit
+    paradigm.resolve_options(config)
     if config.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config.out = f"runs/{family}_{name}_{algo.name}_{config.paradigm.name}_{stamp}"
     return config
+
+
+def _check_paradigm_options(config: TrainConfig, chosen, paradigms: dict) -> None:
+    """Options of a paradigm that is not the chosen one must keep their defaults: setting them does nothing."""
+    for other in paradigms.values():
+        section = other.options_section
+        if other is chosen or section is None:
+            continue
+        values, defaults = to_dict(getattr(config, section)), to_dict(type(getattr(config, section))())
+        changed = [f"{section}.{key}" for key, value in values.items() if value != defaults[key]]
+        if changed:
+            raise ConfigError(
+                f"{', '.join(changed)} set, but paradigm={config.paradigm.name}: the {section}.* options apply only "
+                f"with paradigm={other.name}. Add paradigm={other.name}, or remove {', '.join(changed)}.")
