@@ -98,9 +98,9 @@ class PPOConfig:
 
 @dataclass
 class ParadigmConfig:
-    name: Literal["ctde", "ptde"] = option(
+    name: Literal["ctde", "ptde", "cadp"] = option(
         "ctde", "how centralized information shapes training: ctde (plain CTDE), ptde (personalized global "
-        "information, then distilled into a local student)")
+        "information, then distilled into a local student), cadp (advice exchange, pruned)")
     _primary = "name"
 
 
@@ -123,6 +123,21 @@ class PTDEConfig:
     distill_batch: int = option(2048, "stage 2: rows per regression step")
     distill_lr: float = option(1e-4, "stage 2: Adam learning rate")
     distill_log_every: int = option(1000, "stage 2: steps between logged train / held-out losses")
+
+
+@dataclass
+class CADPConfig:
+    """Options of paradigm=cadp (ALGORITHMS.md, CADP); refused with any other paradigm."""
+
+    alpha: float | None = option(
+        None, "pruning-loss weight once pruning starts; None = the backbone's default (0.5 qmix/mappo, 1.0 otherwise)")
+    prune_start: int | None = option(
+        None, "env steps T after which the pruning loss applies (a step: 0 before T); None = 700k for value "
+        "decomposition, 3M for mappo/ippo")
+    residual: bool = option(
+        False, "the paper's Eq. 5: advice enters the GRU beside the own embedding; false = released code's head")
+    heads: int = option(4, "attention heads of the advice exchange")
+    head_dim: int = option(32, "width of each attention head (query, key and value)")
 
 
 @dataclass
@@ -159,6 +174,7 @@ class TrainConfig:
     ppo: PPOConfig = section(PPOConfig, "MAPPO / IPPO options")
     paradigm: ParadigmConfig = section(ParadigmConfig, "training paradigm")
     ptde: PTDEConfig = section(PTDEConfig, "PTDE options (paradigm=ptde)")
+    cadp: CADPConfig = section(CADPConfig, "CADP options (paradigm=cadp)")
     rollout: RolloutConfig = section(RolloutConfig, "data collection")
     eval: EvalConfig = section(EvalConfig, "greedy evaluation during training")
     log: LogConfig = section(LogConfig, "logging, progress and checkpoints")

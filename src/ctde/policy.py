@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ctde.errors import AuditFailedError, CheckpointError
+from ctde.nets.cadp import CADPAgent
 from ctde.nets.rnn import RNNAgent
 
 POLICY_FORMAT_VERSION = 1
@@ -49,16 +50,30 @@ def own_input(spec: dict, obs, last_action, avail, agent_index) -> jax.Array:
     return jnp.concatenate([parts[name].astype(obs.dtype) for name in spec["inputs"]], axis=-1)
 
 
-@register_network("rnn_agent")
-def _rnn_agent(spec: dict) -> AgentStep:
-    network = RNNAgent(spec["hidden_dim"], spec["n_actions"])
+def recurrent_agent_step(spec: dict, forward: Callable) -> AgentStep:
+    """One agent's step of a recurrent network `forward(params, h0 [1, H], xs [1, 1, in], resets [1, 1])
+    -> (h [1, H], scores [1, 1, |A|])` fed with the agent's own input vector."""
 
     def step(params, hidden, obs, last_action, avail, agent_index, reset):
         x = own_input(spec, obs, last_action, avail, agent_index)
-        hidden, scores = network.apply(params, hidden[None], x[None, None], reset[None, None])
+        hidden, scores = forward(params, hidden[None], x[None, None], reset[None, None])
         return hidden[0], scores[0, 0]
 
     return step
+
+
+@register_network("rnn_agent")
+def _rnn_agent(spec: dict) -> AgentStep:
+    return recurrent_agent_step(spec, RNNAgent(spec["hidden_dim"], spec["n_actions"]).apply)
+
+
+@register_network("cadp_decentralized")
+def _cadp_decentralized(spec: dict) -> AgentStep:
+    """CADP's D model: the advice network with each agent's own value vector in place of the attention mix.
+    Its parameters hold no query or key weights; `CADPAgent.decentralized` reads none."""
+    network = CADPAgent(spec["hidden_dim"], spec["n_actions"], spec["heads"], spec["head_dim"], spec["residual"])
+    return recurrent_agent_step(spec, lambda params, *args: network.apply(params, *args,
+                                                                          method=CADPAgent.decentralized))
 
 
 @register_network("ptde_student")

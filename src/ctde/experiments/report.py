@@ -36,29 +36,36 @@ def curves(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_learning_curves(rows: list[dict], path: str | Path, title: str, show_win_rate: bool = True,
-                         marks: dict[str, float] | None = None) -> Path:
+                         marks: dict[str, float] | None = None, diagnostics: tuple[str, ...] = ()) -> Path:
+    """Test curves of every evaluated model (mean and min-max over seeds), one panel per metric, plus one
+    panel per `train/<diagnostic>` metric; `marks` are labelled env steps drawn as vertical lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = (["win_rate"] if show_win_rate else []) + ["return"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for model in test_models(rows):
-            steps, values = curves(rows, f"test/{model}/{metric}")
+    panels = [(f"test {m.replace('_', ' ')}", [(model, f"test/{model}/{m}") for model in test_models(rows)])
+              for m in (["win_rate"] if show_win_rate else []) + ["return"]]
+    panels += [(f"train {d.replace('_', ' ')}", [(d, f"train/{d}")]) for d in diagnostics]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    last_step = max((r["env_steps"] for r in rows), default=0)
+    for ax, (ylabel, series) in zip(axes[0], panels):
+        for label, key in series:
+            steps, values = curves(rows, key)
             if values.size == 0:
                 continue
             mean = np.nanmean(values, axis=0)
-            line, = ax.plot(steps, mean, label=f"{model} (mean of {values.shape[0]} seed{'s' * (values.shape[0] > 1)})")
+            line, = ax.plot(steps, mean, label=f"{label} (mean of {values.shape[0]} seed{'s' * (values.shape[0] > 1)})")
             if values.shape[0] > 1:
                 ax.fill_between(steps, np.nanmin(values, axis=0), np.nanmax(values, axis=0), alpha=0.2,
                                 color=line.get_color(), linewidth=0)
         for label, x in (marks or {}).items():
+            if x > last_step:  # beyond this run: drawing it would only stretch the axis
+                continue
             ax.axvline(x, color="grey", linestyle="--", linewidth=1)
             ax.text(x, ax.get_ylim()[1], f" {label}", va="top", fontsize=8, color="grey")
         ax.set_xlabel("env steps")
-        ax.set_ylabel(f"test {metric.replace('_', ' ')}")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title + ("  (shaded: min-max over seeds)" if rows and len({r['seed'] for r in rows}) > 1 else ""),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+from ctde.paradigms.cadp import CADP
 from ctde.paradigms.ctde import CTDE
 from ctde.paradigms.ptde import PTDE
 
-PARADIGMS: dict[str, type[Paradigm]] = {"ctde": CTDE, "ptde": PTDE}
+PARADIGMS: dict[str, type[Paradigm]] = {"ctde": CTDE, "ptde": PTDE, "cadp": CADP}
 
 __all__ = ["AgentInputs", "Paradigm", "ParadigmOutput", "PARADIGMS", "make_paradigm"]
 

@@ -10,6 +10,11 @@ sequences and reads the per-agent action scores of the model it needs by role:
     eval_models    greedily evaluated at every test interval
     export_model   becomes the decentralized policy artifact
 
+A paradigm with options of its own keeps them in the config section named after it (e.g. `cadp`);
+setting them while another paradigm is chosen is refused at start-up, and `resolve_options` fills their
+data-dependent defaults into the saved configuration. `diagnostics` names `train/*` metrics of its auxiliary
+loss that the run report plots; `plot_marks` gives env steps to mark on the report's curves.
+
 Adding a paradigm touches no backbone code.
 """
 
@@ -58,6 +63,7 @@ class Paradigm:
 
     name: ClassVar[str]
     required_views: ClassVar[tuple[str, ...]] = ()
+    diagnostics: ClassVar[tuple[str, ...]] = ()
     collect_model: str
     td_model: str
     select_model: str
@@ -77,6 +83,10 @@ class Paradigm:
     def __init__(self, config: TrainConfig, spec: EnvSpec):
         self.config = config
         self.spec = spec
+
+    @classmethod
+    def resolve_options(cls, config: TrainConfig) -> None:
+        """Fill defaults of this paradigm's options that depend on the rest of `config` (in place)."""
 
     def init(self, key: jax.Array) -> Any:
         raise NotImplementedError
@@ -105,3 +115,7 @@ class Paradigm:
     def export(self, params: Any) -> tuple[dict, Any]:
         """(policy spec, policy parameters) of `export_model`; see `ctde.policy`."""
         raise NotImplementedError
+
+    def plot_marks(self) -> dict[str, float]:
+        """Labelled env steps to mark on learning curves (e.g. where a loss term switches on)."""
+        return {}

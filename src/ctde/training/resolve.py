@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import time
 
-from ctde.config import TrainConfig
+from ctde.config import TrainConfig, to_dict
 from ctde.errors import ConfigError, IncompatibleError
 
 
@@ -95,19 +95,6 @@ def resolve(config: TrainConfig) -> TrainConfig:
                 f"rollout.auto_reset is false, so episodes would be cut without a reset. Set rollout.auto_reset=true "
                 f"(JaxMARL style) or leave rollout.length unset (one whole episode per environment).")
 
-    if config.paradigm.name == "ptde":
-        ptde = config.ptde
-        for ok, message in [
-            (ptde.z_dim >= 1 and ptde.hypernet_hidden >= 1 and ptde.student_hidden >= 1, "ptde sizes must be positive"),
-            (0 < ptde.holdout < 1, "ptde.holdout must be in (0, 1)"),
-            (ptde.distill_episodes >= 2, "ptde.distill_episodes must be at least 2 (training and held-out)"),
-            (ptde.distill_steps >= 1 and ptde.distill_batch >= 1, "ptde.distill_steps and distill_batch must be "
-             "positive"),
-            (ptde.distill_lr > 0 and ptde.min_variance > 0, "ptde.distill_lr and ptde.min_variance must be positive"),
-        ]:
-            if not ok:
-                raise ConfigError(message + ".")
-
     family, name = split_id(config.env.id)
     if algo.epsilon_anneal_steps is None:
         from ctde.envs.smax import HARD_MAPS
@@ -115,6 +102,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         algo.epsilon_anneal_steps = 500_000 if family == "smax" and name in HARD_MAPS else 50_000
     if config.env.episode_limit is None and family == "smax":
         config.env.episode_limit = spec.episode_limit
+    paradigm.resolve_options(config)
     if config.out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config.out = f"runs/{family}_{name}_{algo.name}_{config.paradigm.name}_{stamp}"

@@ -227,11 +227,13 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
         "exported policy": str(run_dir / "policy"),
         **stage_summary,
     }
-    model = program.paradigm.eval_models[0]
-    for threshold in (0.5, 0.9):
-        reached = steps_to_reach(rows, model, threshold)
-        if program.env.spec.has_win:
-            summary[f"env steps to median test win rate {threshold}"] = f"{reached:,.0f}" if reached else "not reached"
+    models = program.paradigm.eval_models
+    for model in models if program.env.spec.has_win else ():
+        for threshold in (0.5, 0.9):
+            reached = steps_to_reach(rows, model, threshold)
+            which = f" ({model})" if len(models) > 1 else ""
+            summary[f"env steps to median test win rate {threshold}{which}"] = (
+                f"{reached:,.0f}" if reached else "not reached")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     make_report(run_dir, config, program, rows, summary)
     if not quiet:
@@ -243,11 +245,15 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
 def make_report(run_dir: Path, config: TrainConfig, program: Program, rows: list[dict], summary: dict) -> None:
     title = f"{config.env.id} · {config.algo.name} · {config.paradigm.name}"
     has_win = program.env.spec.has_win
-    plot_learning_curves(rows, run_dir / "learning_curve.png", title, show_win_rate=has_win)
+    paradigm = program.paradigm
+    plot_learning_curves(rows, run_dir / "learning_curve.png", title, show_win_rate=has_win,
+                         marks=paradigm.plot_marks(), diagnostics=paradigm.diagnostics)
     config_summary = {"env": config.env.id, "algo": config.algo.name, "paradigm": config.paradigm.name,
                       "seeds": config.seeds, "env steps per seed": f"{config.steps:,}",
                       "eval episodes": config.eval.episodes, "parallel envs": config.rollout.num_envs,
                       "episode limit": program.env.spec.episode_limit}
+    if hasattr(config, paradigm.name):  # the paradigm's own options section (cadp.*, ptde.*, ...)
+        config_summary.update({f"{paradigm.name}.{k}": v for k, v in to_dict(getattr(config, paradigm.name)).items()})
     images = [name for name in ("distillation_loss.png",) if (run_dir / name).exists()]
     write_report(run_dir, config_summary, rows, summary, show_win_rate=has_win, extra_images=images)
 

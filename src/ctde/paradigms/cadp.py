@@ -1,0 +1,115 @@
+"""CADP: Centralized Advising, Decentralized Pruning (Zhou et al., IJCAI 2025).
+
+Training: each agent's network exchanges advice with its teammates by attention (`ctde.nets.cadp.CADPAgent`):
+agent i mixes every agent's value vector v_j with confidences c_ij. This centralized model C collects the data,
+is what the backbone learns (its Q-values go into the mixer) and picks the double-Q bootstrap action.
+
+Pruning: from env step T = `cadp.prune_start` on, the loss gains σ(t)·L_p with σ(t) = α for t ≥ T and 0 before
+(a step, as in paper and code), and L_p = Σ_i KL(e_i ‖ c_i) drives every agent's confidence onto itself
+(c → I). Computed per step as the mean over heads and the n × n entries of −e·log(c + 1e-8), i.e.
+Σ_i −log c_ii / n² averaged over heads, then a masked mean over valid (time, batch) entries.
+
+Execution: the decentralized model D is the same network with z_i replaced by the agent's own v_i (c = I). It
+reads only the agent's own input, so it is exported alone, without query or key weights. Both C and D are
+greedily evaluated at every test interval (`test/centralized/*`, `test/decentralized/*`; the released code's
+switch for this never fired, so only C was ever evaluated there).
+
+Logged: `train/pruning_loss` (L_p, unweighted), `train/pruning_weight` (σ(t)), `train/self_confidence`
+(mean c_ii over valid steps, heads and agents; 1/n when attention is uniform, 1 when pruned).
+
+Nothing here depends on the backbone: α's default is the only per-backbone fact (0.5 for QMIX, 1.0 otherwise,
+from the released configs), filled into the saved configuration by `resolve_options`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ctde.errors import ConfigError
+from ctde.nets.cadp import CADPAgent, agent_pruning_terms, self_confidence
+from ctde.nets.rnn import agent_inputs
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+
+# Per-backbone defaults of the released configs (ALGORITHMS.md): α 0.5 for QMIX and MAPPO, 1.0 otherwise;
+# T 700k env steps for value decomposition, 3M for MAPPO.
+DEFAULT_ALPHA = {"qmix": 0.5, "mappo": 0.5, "ippo": 0.5}
+DEFAULT_PRUNE_START = {"mappo": 3_000_000, "ippo": 3_000_000}
+QUERY_KEY = ("query", "key")  # parameters D never reads; the exported policy does not contain them
+
+
+def pruning_weight(env_steps: jax.Array, alpha: float, prune_start: int) -> jax.Array:
+    """σ(t) = α once the learner has collected `prune_start` env steps, 0 before."""
+    return jnp.where(env_steps >= prune_start, jnp.float32(alpha), jnp.float32(0.0))
+
+
+class CADP(Paradigm):
+    name = "cadp"
+    diagnostics = ("self_confidence",)
+    collect_model = td_model = select_model = "centralized"
+    eval_models = ("centralized", "decentralized")
+    export_model = "decentralized"
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        options = config.cadp
+        self.hidden_dim = config.algo.hidden_dim
+        self.residual = options.residual
+        self.network = CADPAgent(self.hidden_dim, spec.n_actions, options.heads, options.head_dim, options.residual)
+        self.input_dim = spec.obs_dim + spec.n_actions + spec.n_agents
+        self.alpha = options.alpha if options.alpha is not None else DEFAULT_ALPHA.get(config.algo.name, 1.0)
+        self.prune_start = (options.prune_start if options.prune_start is not None
+                            else DEFAULT_PRUNE_START.get(config.algo.name, 700_000))
+
+    @classmethod
+    def resolve_options(cls, config) -> None:
+        options = config.cadp
+        for ok, message in [(options.alpha is None or options.alpha >= 0, "cadp.alpha must be non-negative"),
+                            (options.prune_start is None or options.prune_start >= 0,
+                             "cadp.prune_start must be non-negative"),
+                            (options.heads >= 1 and options.head_dim >= 1,
+                             "cadp.heads and cadp.head_dim must be positive")]:
+            if not ok:
+                raise ConfigError(message + ".")
+        if options.alpha is None:
+            options.alpha = DEFAULT_ALPHA.get(config.algo.name, 1.0)
+        if options.prune_start is None:
+            options.prune_start = DEFAULT_PRUNE_START.get(config.algo.name, 700_000)
+
+    def init(self, key):
+        n = self.spec.n_agents
+        x = jnp.zeros((1, n, self.input_dim))
+        return {"agent": self.network.init(key, self.initial_carry(()), x, jnp.zeros((1, n), bool))}
+
+    def initial_carry(self, batch_shape):
+        h = jnp.zeros((*batch_shape, self.spec.n_agents, self.hidden_dim))
+        return (h, h) if self.residual else h
+
+    def apply(self, params, carry, inputs: AgentInputs, rng=None):
+        x = agent_inputs(inputs.obs, inputs.last_action, self.spec.n_actions)
+        resets = jnp.broadcast_to(inputs.reset[..., None], x.shape[:-1])
+        carry, scores, attention = self.network.apply(params["agent"], carry, x, resets)
+        return carry, ParadigmOutput(scores=scores, extras={"attention": attention})
+
+    def auxiliary_loss(self, params, output, inputs, mask, env_steps):
+        attention = output.extras["attention"]  # [T, *B, heads, n, n]
+        mask = mask.astype(jnp.float32)  # [T, *B, n]
+        count = jnp.maximum(mask.sum(), 1.0)
+        # The mean of agent_pruning_terms over counted (step, agent) pairs: with every agent counted, the mean
+        # over steps of Σ_i −log c_ii / n² (heads averaged), the released value; dead agents drop out.
+        loss = jnp.sum(agent_pruning_terms(attention) * mask) / count
+        weight = pruning_weight(env_steps, self.alpha, self.prune_start)
+        confidence = jnp.sum(jax.lax.stop_gradient(self_confidence(attention)) * mask) / count
+        return weight * loss, {"pruning_loss": loss, "pruning_weight": weight, "self_confidence": confidence}
+
+    def export(self, params):
+        agent = params["agent"]
+        pruned = {**agent, "params": {k: v for k, v in agent["params"].items() if k not in QUERY_KEY}}
+        options = self.config.cadp
+        spec = {"network": "cadp_decentralized", "hidden_dim": self.hidden_dim, "heads": options.heads,
+                "head_dim": options.head_dim, "residual": options.residual,
+                "inputs": ["obs", "last_action", "agent_id"]}
+        return spec, pruned
+
+    def plot_marks(self) -> dict[str, float]:
+        return {"pruning starts": float(self.prune_start)}
