@@ -76,8 +76,29 @@ class AlgoConfig:
 
 @dataclass
 class ParadigmConfig:
-    name: Literal["ctde"] = option("ctde", "how centralized information shapes training; ctde = plain CTDE")
+    name: Literal["ctde", "igm_da", "ctds"] = option(
+        "ctde", "how centralized information shapes training: ctde = plain CTDE; igm_da = full-sight expert "
+        "imitated by a student (DAgger); ctds = full-sight teacher distilled into a student")
     _primary = "name"
+
+
+@dataclass
+class IGMDAConfig:
+    """Options of paradigm=igm_da (ignored, and refused if set, under other paradigms)."""
+
+    collector: Literal["student", "expert"] = option(
+        "student", "who collects data and picks the bootstrap action: student = IGM-DA (DAgger); expert = the "
+        "paper's behaviour-cloning ablation")
+    imitation_weight: float = option(
+        1.0, "weight of the imitation loss (MSE of the student's Q vector to one-hot of the expert's greedy action)")
+
+
+@dataclass
+class CTDSConfig:
+    """Options of paradigm=ctds (ignored, and refused if set, under other paradigms)."""
+
+    distill_weight: float = option(
+        1.0, "weight of the student's loss: sum over agents and actions of (Q_student - Q_teacher)^2")
 
 
 @dataclass
@@ -110,6 +131,8 @@ class TrainConfig:
     env: EnvConfig = section(EnvConfig, "environment")
     algo: AlgoConfig = section(AlgoConfig, "backbone and its learner")
     paradigm: ParadigmConfig = section(ParadigmConfig, "training paradigm")
+    igm_da: IGMDAConfig = section(IGMDAConfig, "IGM-DA options (paradigm=igm_da)")
+    ctds: CTDSConfig = section(CTDSConfig, "CTDS options (paradigm=ctds)")
     rollout: RolloutConfig = section(RolloutConfig, "data collection")
     eval: EvalConfig = section(EvalConfig, "greedy evaluation during training")
     log: LogConfig = section(LogConfig, "logging, progress and checkpoints")

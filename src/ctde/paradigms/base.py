@@ -10,6 +10,10 @@ sequences and reads the per-agent action scores of the model it needs by role:
     eval_models    greedily evaluated at every test interval
     export_model   becomes the decentralized policy artifact
 
+A paradigm may also name models trained by their own optimizer (`own_optimizer`; same settings as the shared
+one, which covers every other network and the mixer), carry its own config section (`config_section`), and
+refuse configurations it cannot run (`check_config`).
+
 Adding a paradigm touches no backbone code.
 """
 
@@ -63,6 +67,12 @@ class Paradigm:
     select_model: str
     eval_models: tuple[str, ...]
     export_model: str
+    own_optimizer: ClassVar[tuple[str, ...]] = ()
+    config_section: ClassVar[str | None] = None  # the TrainConfig section holding this paradigm's options
+
+    @classmethod
+    def check_config(cls, config: TrainConfig) -> None:
+        """Raise ConfigError / IncompatibleError for configurations this paradigm cannot run."""
 
     def __init__(self, config: TrainConfig, spec: EnvSpec):
         self.config = config

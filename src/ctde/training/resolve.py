@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import time
 
-from ctde.config import TrainConfig
+from ctde.config import TrainConfig, to_dict
 from ctde.errors import ConfigError, IncompatibleError
 
 
@@ -25,6 +25,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"algo={config.algo.name!r} is not available; valid: {', '.join(BACKBONES)}.")
 
     paradigm = PARADIGMS[config.paradigm.name]
+    _check_paradigm_sections(config, PARADIGMS)
+    paradigm.check_config(config)
     spec = make_env(config.env).spec  # cheap: builds no JAX program
     missing = [view for view in paradigm.required_views if view not in spec.available_views]
     if missing:
@@ -77,3 +79,18 @@ def resolve(config: TrainConfig) -> TrainConfig:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config.out = f"runs/{family}_{name}_{algo.name}_{config.paradigm.name}_{stamp}"
     return config
+
+
+def _check_paradigm_sections(config: TrainConfig, paradigms: dict) -> None:
+    """Options of a paradigm's own section (e.g. igm_da.collector) set while another paradigm is selected."""
+    for other in paradigms.values():
+        section = other.config_section
+        if section is None or other.name == config.paradigm.name:
+            continue
+        values, defaults = to_dict(getattr(config, section)), to_dict(type(getattr(config, section))())
+        changed = [f"{section}.{key}" for key, value in values.items() if value != defaults[key]]
+        if changed:
+            raise ConfigError(
+                f"{', '.join(changed)} configure{'s' * (len(changed) == 1)} paradigm={other.name}, but "
+                f"paradigm={config.paradigm.name} is selected. Add paradigm={other.name}, or drop "
+                f"{'that option' if len(changed) == 1 else 'those options'}.")
