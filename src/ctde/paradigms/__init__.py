@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
 from ctde.paradigms.ctde import CTDE
+from ctde.paradigms.ctds import CTDS
+from ctde.paradigms.igm_da import IGMDA
 
-PARADIGMS: dict[str, type[Paradigm]] = {"ctde": CTDE}
+PARADIGMS: dict[str, type[Paradigm]] = {"ctde": CTDE, "igm_da": IGMDA, "ctds": CTDS}
 
 __all__ = ["AgentInputs", "Paradigm", "ParadigmOutput", "PARADIGMS", "make_paradigm"]
 
