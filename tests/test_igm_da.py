@@ -203,3 +203,14 @@ def test_at_sight_zero_the_student_beats_plain_qmix_on_the_same_observation(igm_
     print(f"sight 0, median final greedy return: IGM-DA student {student:.2f}, plain QMIX {plain:.2f}")
     assert plain <= 0.65
     assert student >= plain + 0.3
+
+
+@pytest.mark.slow
+def test_either_model_of_a_saved_run_can_be_evaluated(igm_da_run):
+    from ctde.training.runner import evaluate
+
+    report = evaluate(igm_da_run.run_dir, model="expert", episodes=8, quiet=True)
+    assert report["model"] == "expert" and len(report["per_seed"]) == 3
+    assert evaluate(igm_da_run.run_dir, episodes=8, quiet=True)["model"] == "student"  # the exported one
+    with pytest.raises(ConfigError, match="not a model of paradigm igm_da; choose from student, expert"):
+        evaluate(igm_da_run.run_dir, model="teacher", quiet=True)

@@ -3,7 +3,8 @@ difference.
 
 pymarl conventions: a recurrent agent shared across agents (supplied by the paradigm), whole-episode replay
 with padding masks, linear epsilon schedule, double-Q, hard target updates, optional TD(lambda), gradient
-clipping, and unavailable actions masked before every argmax.
+clipping, and unavailable actions masked before every argmax. One optimizer covers the paradigm's networks and
+the mixer, except models the paradigm lists in `own_optimizer` (CTDS's student), which get their own.
 
 The training step of any paradigm on this backbone is `td_loss` plus `update` below.
 """
