@@ -147,3 +147,42 @@ def test_hallway_rewards_only_simultaneous_entry():
     together, _ = env.step(None, state, jnp.array([0, 1]))  # both next to the goal now
     _, ts_win = env.step(None, together, jnp.array([3, 3]))
     assert bool(ts_win.won) and float(ts_win.reward) == 1.0
+
+
+def test_retreat_guard_is_hidden_at_sight_zero_but_its_attack_availability_is_not():
+    """toy:retreat: the guard (left gate here) is beyond the default sight, visible in full_obs and at a longer
+    sight, and its attack action is available from the first step; the team wins by leaving through the other
+    gate in exactly D steps; one agent there is half the reward; attacking only spends the step."""
+    blind = make_env(EnvConfig(id="toy:retreat", sight_range=0), views=("full_obs",))
+    default = make_env(EnvConfig(id="toy:retreat"))
+    far_sighted = make_env(EnvConfig(id="toy:retreat", sight_range=3))
+    state, ts = blind.reset(jax.random.PRNGKey(0))
+    state = state.replace(position=jnp.array([0, 0, 0]))  # both agents in the middle; slot 0 = left gate guarded
+    ts, ts_default, ts_far = (env._timestep(state, 0.0, False, False) for env in (blind, default, far_sighted))
+    others = 2 * (1 + 2)  # [visible, relative position] for the other agent and both enemy slots
+    assert np.all(np.asarray(ts.obs[:, :others]) == 0.0)  # sight 0: nothing but own features
+    np.testing.assert_array_equal(np.asarray(ts.obs[:, others:]), np.asarray(ts_far.obs[:, others:]))
+    assert np.all(np.asarray(ts_default.obs[:, 2:6]) == 0.0)  # sight 1.5: the guard 2 cells away is hidden
+    np.testing.assert_allclose(np.asarray(ts_far.obs[0, 2:4]), [1.0, -1.0])  # visible, at -D / D
+    np.testing.assert_allclose(np.asarray(ts.views["full_obs"]), np.asarray(ts_far.obs))
+    np.testing.assert_array_equal(np.asarray(ts.avail), [[1, 1, 1, 1, 0]] * 2)  # stop, left, right, attack guard
+    np.testing.assert_array_equal(np.asarray(ts_default.avail), np.asarray(ts.avail))  # sight never changes avail
+    assert blind.spec.episode_limit == 2
+
+    def play(*joint_actions):
+        s = state
+        for actions in joint_actions:
+            s, out = blind.step(None, s, jnp.array(actions))
+        return out
+
+    win = play([2, 2], [2, 2])
+    assert bool(win.done) and bool(win.terminal) and bool(win.won) and float(win.reward) == 1.0
+    half = play([2, 1], [2, 1])  # agent 1 walks into the guarded gate
+    assert bool(half.done) and not bool(half.won) and float(half.reward) == 0.5
+    late = play([3, 3], [2, 2])  # attacking first leaves no time to reach the gate
+    assert bool(late.done) and float(late.reward) == 0.0
+    mid = play([2, 2])
+    assert not bool(mid.done) and float(mid.reward) == 0.0
+    assert np.all(np.asarray(mid.avail[:, 3:]) == 0)  # the guard is now 3 cells away: out of attack range
+    guards = {int(blind.reset(jax.random.PRNGKey(k))[0].position[-1]) for k in range(16)}
+    assert guards == {0, 1}

@@ -1,7 +1,7 @@
 """The `ctde` command.
 
     ctde train [--resume RUN] [--config FILE] [--overwrite] key=value ...
-    ctde eval RUN [--model NAME] [--episodes N]
+    ctde eval RUN [--model NAME] [--episodes N]      # NAME: agent | student, expert (igm_da) | student, teacher (ctds)
     ctde export RUN
     ctde audit POLICY_DIR
     ctde envs
@@ -22,6 +22,9 @@ TRAIN_EPILOG = """examples:
   ctde train env=smax:5m_vs_6m algo=qmix seeds=3 steps=2e6
   ctde train env=smax:3m algo=vdn steps=3e5 eval.episodes=64 out=runs/my_vdn
   ctde train --resume runs/my_vdn
+  ctde train env=smax:5m_vs_6m env.sight_range=0 algo=qmix paradigm=igm_da seeds=3 steps=2e6
+  ctde train --config configs/igm_da_smac.yaml env=smax:5m_vs_6m igm_da.collector=expert
+  ctde train env=smax:3s_vs_5z algo=qmix paradigm=ctds
 """
 
 
@@ -141,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="greedy evaluation of a saved run")
     ev.add_argument("run")
-    ev.add_argument("--model", help="which model to evaluate (default: the exported one)")
+    ev.add_argument("--model", help="which of the run's models to evaluate (default: the exported one). ctde: agent; "
+                    "igm_da: student, expert; ctds: student, teacher")
     ev.add_argument("--episodes", type=int, help="greedy episodes per seed (default: max(eval.episodes, 32))")
     ev.set_defaults(func=_eval)
 

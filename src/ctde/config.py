@@ -98,9 +98,11 @@ class PPOConfig:
 
 @dataclass
 class ParadigmConfig:
-    name: Literal["ctde", "ptde", "cadp"] = option(
-        "ctde", "how centralized information shapes training: ctde (plain CTDE), ptde (personalized global "
-        "information, then distilled into a local student), cadp (advice exchange, pruned)")
+    name: Literal["ctde", "cadp", "ptde", "igm_da", "ctds"] = option(
+        "ctde", "how centralized information shapes training: ctde = plain CTDE; cadp = advice exchange, "
+        "pruned to decentralized execution; ptde = personalized global information, distilled into a local "
+        "student; igm_da = full-sight expert imitated by a student (DAgger); ctds = full-sight teacher "
+        "distilled into a student")
     _primary = "name"
 
 
@@ -141,6 +143,25 @@ class CADPConfig:
 
 
 @dataclass
+class IGMDAConfig:
+    """Options of paradigm=igm_da (ignored, and refused if set, under other paradigms)."""
+
+    collector: Literal["student", "expert"] = option(
+        "student", "who collects data and picks the bootstrap action: student = IGM-DA (DAgger); expert = the "
+        "paper's behaviour-cloning ablation")
+    imitation_weight: float = option(
+        1.0, "weight of the imitation loss (MSE of the student's Q vector to one-hot of the expert's greedy action)")
+
+
+@dataclass
+class CTDSConfig:
+    """Options of paradigm=ctds (ignored, and refused if set, under other paradigms)."""
+
+    distill_weight: float = option(
+        1.0, "weight of the student's loss: sum over agents and actions of (Q_student - Q_teacher)^2")
+
+
+@dataclass
 class RolloutConfig:
     num_envs: int = option(8, "parallel environments per rollout")
     length: int | None = option(
@@ -175,6 +196,8 @@ class TrainConfig:
     paradigm: ParadigmConfig = section(ParadigmConfig, "training paradigm")
     ptde: PTDEConfig = section(PTDEConfig, "PTDE options (paradigm=ptde)")
     cadp: CADPConfig = section(CADPConfig, "CADP options (paradigm=cadp)")
+    igm_da: IGMDAConfig = section(IGMDAConfig, "IGM-DA options (paradigm=igm_da)")
+    ctds: CTDSConfig = section(CTDSConfig, "CTDS options (paradigm=ctds)")
     rollout: RolloutConfig = section(RolloutConfig, "data collection")
     eval: EvalConfig = section(EvalConfig, "greedy evaluation during training")
     log: LogConfig = section(LogConfig, "logging, progress and checkpoints")

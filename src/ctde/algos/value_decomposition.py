@@ -3,7 +3,8 @@ difference.
 
 pymarl conventions: a recurrent agent shared across agents (supplied by the paradigm), whole-episode replay
 with padding masks, linear epsilon schedule, double-Q, hard target updates, optional TD(lambda), gradient
-clipping, and unavailable actions masked before every argmax.
+clipping, and unavailable actions masked before every argmax. One optimizer covers the paradigm's networks and
+the mixer, except models the paradigm lists in `own_optimizer` (CTDS's student), which get their own.
 
 The training step of any paradigm on this backbone is `td_loss` plus `update` below.
 """
@@ -87,11 +88,7 @@ class ValueDecomposition:
         self.num_envs = rollout.num_envs
         self.length = rollout.length or spec.episode_limit
         self.auto_reset = rollout.auto_reset
-        if self.algo.optimizer == "adam":
-            optimizer = optax.adam(self.algo.lr)
-        else:  # pymarl's RMSprop: alpha 0.99, eps 1e-5 added outside the square root (PyTorch semantics)
-            optimizer = optax.rmsprop(self.algo.lr, decay=0.99, eps=1e-5, eps_in_sqrt=False)
-        self.optimizer = optax.chain(optax.clip_by_global_norm(self.algo.grad_clip), optimizer)
+        self.optimizer = self._optimizer(paradigm.own_optimizer)
         self.replay = fbx.make_item_buffer(max_length=self.algo.buffer_size, min_length=self.algo.batch_size,
                                            sample_batch_size=self.algo.batch_size, add_batches=True)
         self.epsilon_schedule = optax.linear_schedule(self.algo.epsilon_start, self.algo.epsilon_finish,
@@ -107,6 +104,26 @@ class ValueDecomposition:
         self.seed_axis: str | None = None
 
     # -- setup -------------------------------------------------------------------------------------------
+
+    def _optimizer(self, own: tuple[str, ...]) -> optax.GradientTransformation:
+        """Gradient clip then Adam or RMSprop over all parameters; models in `own` (the paradigm's
+        `own_optimizer`) get a separate one with the same settings, their own clip included."""
+
+        def make():
+            if self.algo.optimizer == "adam":
+                optimizer = optax.adam(self.algo.lr)
+            else:  # pymarl's RMSprop: alpha 0.99, eps 1e-5 added outside the square root (PyTorch semantics)
+                optimizer = optax.rmsprop(self.algo.lr, decay=0.99, eps=1e-5, eps_in_sqrt=False)
+            return optax.chain(optax.clip_by_global_norm(self.algo.grad_clip), optimizer)
+
+        if not own:
+            return make()
+
+        def labels(params: VDParams) -> VDParams:
+            return VDParams(agents={name: name if name in own else "shared" for name in params.agents},
+                            mixer="shared")
+
+        return optax.partition({"shared": make(), **{name: make() for name in own}}, labels)
 
     def init(self, key: jax.Array) -> VDState:
         agent_key, mixer_key, rollout_key, key = jax.random.split(key, 4)

@@ -55,9 +55,7 @@ def make_env(config: EnvConfig, views: tuple[str, ...] = ()) -> Environment:
                        smac_parity=config.smac_parity, views=views)
     from ctde.envs.toy import make_toy
 
-    if config.sight_range is not None:
-        raise ConfigError(f"env.sight_range applies to SMAX maps; {config.id} has no sight range.")
-    return make_toy(name, config.toy_size, views)
+    return make_toy(name, config.toy_size, views, config.sight_range)
 
 
 def list_environments() -> list[dict]:

@@ -65,6 +65,9 @@ class EnvSpec:
 
 class Environment(Protocol):
     spec: EnvSpec
+    # Whether the environment takes `env.sight_range` (a class attribute, read before building it); those
+    # that do not refuse the option.
+    has_sight_range: bool
 
     def reset(self, key: jax.Array) -> tuple[Any, TimeStep]: ...
 

@@ -151,6 +151,8 @@ class SightSettings:
 class SMAXEnv:
     """SMAX map with a heuristic enemy, in the ctde interface. See module docstring for what it adds."""
 
+    has_sight_range = True
+
     def __init__(self, map_name: str, sight_range: float | None = None, episode_limit: int | None = None,
                  smac_parity: bool = True, views: tuple[str, ...] = ()):
         HeuristicEnemySMAX = _import_jaxmarl_smax().HeuristicEnemySMAX

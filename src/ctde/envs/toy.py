@@ -7,12 +7,21 @@
   Each agent stands in its own corridor of `toy_size` cells (default 2) at a random distance from the goal
   and sees only its own cell and the time. All agents must enter the goal on the same step (reward 1, a
   win); if only some enter, the episode ends with nothing. The `full_obs` view shows every agent's cell.
+- `toy:retreat`: SMAX at sight 0 in miniature, for IGM-DA and CTDS. Two agents stand in the middle of a line
+  of cells -D..D (D = `toy_size`, default 2); an enemy guards the left or the right gate (random per
+  episode). Within exactly D steps the agents must withdraw through the *unguarded* gate: the team reward at
+  the end is the fraction of agents standing on it (a win when all do). The guard is beyond the default
+  sight range (1.5 cells) but within attack range (D), so, as in SMAX, its attack action is available from the
+  first step: under `env.sight_range=0` the avail mask is the only clue where the enemy is. Attacking the
+  guard does nothing but spend the step, which there is no time for. `full_obs` shows the guard always.
+  A network that reads the avail mask can win every episode; one that does not can only guess (at most half).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from ctde.envs.base import FULL_OBS, EnvSpec, TimeStep
@@ -35,6 +44,8 @@ def _check_views(views, offered: tuple[str, ...], name: str) -> tuple[str, ...]:
 
 class TwoStepGame:
     """The QMIX paper's two-step game: 2 agents, 2 actions, 2 steps, fully observed."""
+
+    has_sight_range = False
 
     def __init__(self, views: tuple[str, ...] = ()):
         self.views = _check_views(views, (), "two_step")
@@ -70,6 +81,7 @@ class Hallway:
     """
 
     WAIT, TOWARDS, AWAY, ENTER = 0, 1, 2, 3
+    has_sight_range = False
 
     def __init__(self, n_agents: int = 2, length: int | None = None, views: tuple[str, ...] = ()):
         self.length = length or 2
@@ -119,15 +131,109 @@ class Hallway:
         return s, self._timestep(s, reward, terminal, done, all_entered)
 
 
+class Retreat:
+    """Withdraw through the gate the enemy does not guard; see the module docstring.
+
+    Actions: 0 stop, 1 move left, 2 move right, 3 attack the left-gate enemy, 4 attack the right-gate enemy
+    (SMAX's layout: moves and stop, then one attack per enemy slot; the empty gate's slot is a dead enemy, whose
+    attack is never available). Attack k is available iff enemy k is present and within attack range D.
+
+    Observation (SMAX's layout: other units, then own features): per other agent and per enemy slot
+    [visible, relative position / D], visible iff present and nearer than the sight range (strictly, as SMAX);
+    then own cell one-hot (2D + 1) and the episode's progress t / D. `full_obs`: the same with unlimited sight.
+    State: every agent's cell one-hot, the guarded gate one-hot, the progress.
+    """
+
+    STOP, LEFT, RIGHT = 0, 1, 2
+    has_sight_range = True
+    DEFAULT_SIGHT = 1.5
+
+    def __init__(self, n_agents: int = 2, gate: int | None = None, sight_range: float | None = None,
+                 views: tuple[str, ...] = ()):
+        self.gate = gate or 2
+        if self.gate < 2:
+            raise ConfigError("toy:retreat needs env.toy_size >= 2 (distance from the middle to a gate).")
+        if sight_range is not None and sight_range < 0:
+            raise ConfigError(f"env.sight_range={sight_range}: a sight range cannot be negative.")
+        self.n = n_agents
+        self.limit = self.gate  # no time to spare: the agents must move on every step
+        self.sight = self.DEFAULT_SIGHT if sight_range is None else float(sight_range)
+        self.views = _check_views(views, (FULL_OBS,), "retreat")
+        self.cells = 2 * self.gate + 1
+        obs_dim = 2 * (self.n - 1) + 2 * 2 + self.cells + 1
+        self.spec = EnvSpec(id="toy:retreat", n_agents=self.n, n_actions=3 + 2, obs_dim=obs_dim,
+                            state_dim=self.n * self.cells + 2 + 1, episode_limit=self.limit,
+                            available_views={FULL_OBS: obs_dim}, n_enemies=2,
+                            description=f"{self.n} agents, gates {self.gate} cells away; win = all leave by the "
+                                        f"unguarded gate")
+
+    def observe(self, s: ToyState, sight: float) -> jax.Array:
+        """float32 [n, obs_dim]; `s.position` holds the agents' cells and then the guarded gate's slot."""
+        cells, guard = s.position[: self.n], s.position[self.n]
+        gates = jnp.array([-self.gate, self.gate])
+        others = np.array([[j for j in range(self.n) if j != i] for i in range(self.n)], dtype=np.int32)
+        ally_rel = (cells[None, :] - cells[:, None])[jnp.arange(self.n)[:, None], others]  # [n, n - 1]
+        enemy_rel = gates[None, :] - cells[:, None]  # [n, 2]
+        present = jnp.arange(2)[None, :] == guard
+        rel = jnp.concatenate([ally_rel, enemy_rel], axis=1)
+        visible = jnp.concatenate([jnp.ones_like(ally_rel, bool), present.repeat(self.n, 0)], axis=1)
+        visible = visible & (jnp.abs(rel) < sight)
+        units = jnp.stack([visible, rel / self.gate], axis=-1) * visible[..., None]  # [n, units, 2]
+        own = jax.nn.one_hot(cells + self.gate, self.cells)
+        progress = jnp.full((self.n, 1), s.t / self.limit)
+        return jnp.concatenate([units.reshape(self.n, -1), own, progress], axis=-1).astype(jnp.float32)
+
+    def _timestep(self, s: ToyState, reward, done, won) -> TimeStep:
+        cells, guard = s.position[: self.n], s.position[self.n]
+        gates = jnp.array([-self.gate, self.gate])
+        in_range = (jnp.arange(2)[None, :] == guard) & (jnp.abs(gates[None, :] - cells[:, None]) <= self.gate)
+        avail = jnp.concatenate([jnp.ones((self.n, 1), bool), (cells > -self.gate)[:, None],
+                                 (cells < self.gate)[:, None], in_range], axis=-1)
+        state = jnp.concatenate([jax.nn.one_hot(cells + self.gate, self.cells).reshape(-1),
+                                 jax.nn.one_hot(guard, 2), jnp.array([s.t / self.limit])])
+        views = {FULL_OBS: self.observe(s, jnp.inf)} if FULL_OBS in self.views else {}
+        return TimeStep(obs=self.observe(s, self.sight), state=state.astype(jnp.float32), avail=avail,
+                        reward=jnp.asarray(reward, jnp.float32), terminal=jnp.asarray(done), done=jnp.asarray(done),
+                        won=jnp.asarray(won), views=views)
+
+    def reset(self, key):
+        guard = jax.random.randint(key, (1,), 0, 2)
+        s = ToyState(t=jnp.int32(0), position=jnp.concatenate([jnp.zeros((self.n,), jnp.int32), guard]).astype(
+            jnp.int32), done=jnp.asarray(False))
+        return s, self._timestep(s, 0.0, False, False)
+
+    def step(self, key, s: ToyState, actions):
+        moves = jnp.where(actions == self.LEFT, -1, jnp.where(actions == self.RIGHT, 1, 0))
+        cells = jnp.clip(s.position[: self.n] + moves, -self.gate, self.gate)
+        guard = s.position[self.n]
+        free_gate = jnp.where(guard == 0, self.gate, -self.gate)
+        t = s.t + 1
+        # The agents observe the time, so the time limit is part of the task: no bootstrap past it.
+        done = t >= self.limit
+        escaped = cells == free_gate
+        reward = jnp.where(done, jnp.mean(escaped.astype(jnp.float32)), 0.0)
+        s = ToyState(t=t, position=jnp.concatenate([cells, guard[None]]).astype(jnp.int32), done=done)
+        return s, self._timestep(s, reward, done, done & jnp.all(escaped))
+
+
 TOY_ENVS = {
     "two_step": "QMIX paper two-step game (2 agents; optimum 8, safe choice 7)",
     "hallway": "partially observable rendezvous, 2 agents (toy_size corridor length, default 2)",
+    "retreat": "SMAX at sight 0 in miniature: leave by the unguarded gate; at sight 0 only the avail mask tells "
+               "which (toy_size gate distance, default 2)",
 }
+_TOY_CLASSES = {"two_step": TwoStepGame, "hallway": Hallway, "retreat": Retreat}
 
 
-def make_toy(name: str, size: int | None, views: tuple[str, ...]):
+def make_toy(name: str, size: int | None, views: tuple[str, ...], sight_range: float | None = None):
+    """Build toy environment `name`; `sight_range` only for those that declare `has_sight_range`."""
+    if sight_range is not None and not _TOY_CLASSES[name].has_sight_range:
+        with_sight = ", ".join(f"toy:{n}" for n, cls in _TOY_CLASSES.items() if cls.has_sight_range)
+        raise ConfigError(f"env.sight_range applies to SMAX maps and to {with_sight}; toy:{name} has no sight range.")
     if name == "two_step":
         return TwoStepGame(views)
     if name == "hallway":
         return Hallway(2, size, views)
+    if name == "retreat":
+        return Retreat(2, size, sight_range, views)
     raise KeyError(name)

@@ -14,6 +14,8 @@ A paradigm with options of its own keeps them in the config section named after 
 setting them while another paradigm is chosen is refused at start-up, and `resolve_options` fills their
 data-dependent defaults into the saved configuration. `diagnostics` names `train/*` metrics of its auxiliary
 loss that the run report plots; `plot_marks` gives env steps to mark on the report's curves.
+A paradigm may also name models trained by their own optimizer (`own_optimizer`; same settings as the shared
+one, which covers every other network and the mixer).
 
 Adding a paradigm touches no backbone code.
 """
@@ -79,6 +81,8 @@ class Paradigm:
     def train_eval_models(self) -> tuple[str, ...]:
         """Models evaluated during reinforcement learning (by default all `eval_models`)."""
         return self.eval_models
+    # Models trained by their own optimizer (e.g. a distilled student), separate from the shared one.
+    own_optimizer: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TrainConfig, spec: EnvSpec):
         self.config = config

@@ -143,5 +143,6 @@ def _refuse_other_paradigm_options(config: TrainConfig) -> None:
         section = getattr(config, name)
         changed = [f"{name}.{k}" for k, v in to_dict(section).items() if v != to_dict(type(section)())[k]]
         if changed:
-            raise ConfigError(f"{', '.join(changed)} configure paradigm={name}, but paradigm={config.paradigm.name}. "
-                              f"Add paradigm={name} or remove them.")
+            verb, them = ("configures", "it") if len(changed) == 1 else ("configure", "them")
+            raise ConfigError(f"{', '.join(changed)} {verb} paradigm={name}, but paradigm={config.paradigm.name}. "
+                              f"Add paradigm={name} or remove {them}.")

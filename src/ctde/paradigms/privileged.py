@@ -1,0 +1,95 @@
+"""A privileged model and a decentralized student: the two-network layout IGM-DA and CTDS share.
+
+    privileged model ("expert" in IGM-DA, "teacher" in CTDS): an RNN agent on the unlimited-sight
+        observation, x = full_obs_i ⊕ onehot(last_action_i) ⊕ onehot(i); trained by the backbone's TD loss.
+    student: the same architecture on the agent's own input, x = obs_i ⊕ onehot(last_action_i) [⊕ avail_i]
+        ⊕ onehot(i); trained by the paradigm's auxiliary loss to follow the privileged model; exported.
+
+The two networks have separate parameters (`params["<privileged>"]`, `params["student"]`) and separate
+recurrent states. The paradigms (`igm_da.py`, `ctds.py`) add the roles, the student's loss and the config.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from ctde.envs.base import FULL_OBS
+from ctde.errors import IncompatibleError
+from ctde.nets.rnn import RNNAgent, agent_inputs
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+
+STUDENT = "student"
+
+
+class PrivilegedAndStudent(Paradigm):
+    """Both paradigms train the privileged model by TD through the mixer, so they need a value-decomposition
+    backbone; `resolve_options` refuses the others."""
+
+    required_views = (FULL_OBS,)
+    privileged: ClassVar[str]  # the privileged model's name
+    student_reads_avail: ClassVar[bool]  # IGM-DA's student reads its own avail mask; CTDS's does not
+    export_model = STUDENT
+
+    @classmethod
+    def resolve_options(cls, config):
+        from ctde.algos import VALUE_DECOMPOSITION
+
+        if config.algo.name not in VALUE_DECOMPOSITION:
+            raise IncompatibleError(
+                f"paradigm={cls.name} trains its {cls.privileged} by TD through a mixer, which algo={config.algo.name} "
+                f"does not have. Use a value-decomposition backbone: algo=qmix, algo=qplex or algo=vdn.")
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        self.hidden_dim = config.algo.hidden_dim
+        self.network = RNNAgent(self.hidden_dim, spec.n_actions)  # one architecture, two parameter sets
+        own = spec.n_actions + spec.n_agents  # last action and agent id
+        self.input_dims = {self.privileged: spec.available_views.get(FULL_OBS, spec.obs_dim) + own,
+                           STUDENT: spec.obs_dim + own + (spec.n_actions if self.student_reads_avail else 0)}
+
+    def init(self, key):
+        n = self.spec.n_agents
+        carry = jnp.zeros((n, self.hidden_dim))
+        resets = jnp.zeros((1, n), bool)
+        return {name: self.network.init(k, carry, jnp.zeros((1, n, self.input_dims[name])), resets)
+                for name, k in zip((self.privileged, STUDENT), jax.random.split(key))}
+
+    def initial_carry(self, batch_shape):
+        zeros = jnp.zeros((*batch_shape, self.spec.n_agents, self.hidden_dim))
+        return {self.privileged: zeros, STUDENT: zeros}
+
+    def apply(self, params, carry, inputs: AgentInputs, rng=None):
+        n_actions = self.spec.n_actions
+        extra = (inputs.avail,) if self.student_reads_avail else ()
+        xs = {self.privileged: agent_inputs(inputs.views[FULL_OBS], inputs.last_action, n_actions),
+              STUDENT: agent_inputs(inputs.obs, inputs.last_action, n_actions, extra=extra)}
+        resets = jnp.broadcast_to(inputs.reset[..., None], inputs.last_action.shape)
+        new_carry, scores = {}, {}
+        for name, x in xs.items():
+            new_carry[name], scores[name] = self.network.apply(params[name], carry[name], x, resets)
+        return new_carry, ParadigmOutput(scores=scores)
+
+    def export(self, params):
+        # The order of `agent_inputs`: obs, last action, extras (avail), agent id.
+        inputs = ["obs", "last_action", *(["avail"] if self.student_reads_avail else []), "agent_id"]
+        return {"network": "rnn_agent", "hidden_dim": self.hidden_dim, "inputs": inputs}, params[STUDENT]
+
+
+def masked_agent_mean(per_agent: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of per_agent [T, B, n] over the (step, agent) pairs where mask [T, B, n] is True (0 if none)."""
+    mask = mask.astype(jnp.float32)
+    return jnp.sum(per_agent * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def greedy(scores: jax.Array, avail: jax.Array) -> jax.Array:
+    """Greedy available action, as everywhere in ctde (unavailable actions get -1e7). [..., A] -> [...]."""
+    return jnp.argmax(jnp.where(avail, scores, -1e7), axis=-1)
+
+
+def agreement(student: jax.Array, privileged: jax.Array, avail: jax.Array, mask: jax.Array) -> jax.Array:
+    """Fraction of counted (step, agent) pairs on which the student's greedy action is the privileged model's."""
+    same = (greedy(student, avail) == greedy(privileged, avail)).astype(jnp.float32)  # [T, B, n]
+    return masked_agent_mean(same, mask)
