@@ -3,8 +3,9 @@
 Both programs are compiled first; then timed calls (each a jitted scan of learning iterations: a rollout of
 `rollout.num_envs` whole episodes and one update on 32 sampled episodes, as in `throughput.py`) alternate
 between the two, so both see the same machine load. The figure is the ratio of medians of time per env step,
-CADP / QMIX (target: at most 1.3). Compile times are reported separately. Results:
-benchmarks/results/cadp_overhead.json.
+CADP / QMIX (target: at most 1.3). Beside it, XLA's own count of floating-point operations per compiled call
+(`cost_analysis`), whose ratio says how much of the time ratio is simply the larger network. Compile times are
+reported separately. Results: benchmarks/results/cadp_overhead.json.
 
     python benchmarks/cadp_overhead.py                    # SMAX 5m_vs_6m, pymarl settings
     python benchmarks/cadp_overhead.py --map 3m --repeats 7
@@ -23,6 +24,17 @@ import jax
 from throughput import RESULTS, compiled_training, measure
 
 PROGRAMS = {"qmix": ["paradigm=ctde"], "cadp_qmix": ["paradigm=cadp"]}
+
+
+def flop_count(compiled) -> float | None:
+    """XLA's floating-point operation count of a compiled program (None where the backend gives none)."""
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - an optional figure; some backends do not implement it
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    return float(analysis.get("flops", 0.0)) or None
 
 
 def main() -> None:
@@ -44,21 +56,26 @@ def main() -> None:
             rates[name].append(rate)
         print(f"repeat {repeat + 1}: " + ", ".join(f"{n} {r[-1]:,.0f} steps/s" for n, r in rates.items()), flush=True)
     median = {name: statistics.median(r) for name, r in rates.items()}
+    flops = {name: flop_count(program[0]) for name, program in programs.items()}
     ratio = median["qmix"] / median["cadp_qmix"]  # time per env step, CADP over QMIX
     results = {
-        "map": args.map, "settings": "pymarl defaults (8 envs, whole episodes, batch 32, 1 update per rollout)",
+        "map": args.map, "settings": "ctde defaults (8 envs, whole episodes, batch 32, 4 updates per rollout)",
         "overrides": args.overrides, "iterations_per_measurement": args.iterations, "repeats": args.repeats,
         "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} {jax.devices()[0].platform} "
                    f"device(s)", "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"),
         "steps_per_second": median, "runs": rates,
         "compile_seconds": {name: program[2] for name, program in programs.items()},
         "cadp_time_per_step_over_qmix": ratio, "target": 1.3,
+        "xla_flops_per_call": flops,
+        "cadp_flops_over_qmix": flops["cadp_qmix"] / flops["qmix"] if all(flops.values()) else None,
     }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "cadp_overhead.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"CADP-QMIX costs {ratio:.2f}x QMIX per env step on {args.map} "
           f"({median['cadp_qmix']:,.0f} vs {median['qmix']:,.0f} env steps/s; target <= 1.3)")
+    if results["cadp_flops_over_qmix"]:
+        print(f"XLA counts {results['cadp_flops_over_qmix']:.2f}x the floating-point operations per call")
     print(f"wrote {path}")
 
 

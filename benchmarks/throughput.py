@@ -1,5 +1,9 @@
-"""Training throughput (env steps/s) of QMIX on SMAX, with the environment alone as the ceiling and
+"""Training throughput (env steps/s) of QMIX and MAPPO on SMAX, with the environment alone as the ceiling and
 JaxMARL's own `qmix_rnn` as the baseline, measured in the same run.
+
+MAPPO (on-policy: no replay, each rollout consumed by 5 epochs) is measured at `--mappo-envs` parallel
+environments (default 64 and 256) with its defaults otherwise (400-step rollouts, one minibatch), and reported
+as a fraction of the env-only ceiling at the same number of environments (target: at least 30% at 64+).
 
 Settings:
   (a) pymarl: our defaults (whole episodes padded to the episode limit, replay of 5000 episodes, batch 32).
@@ -83,6 +87,7 @@ def compiled_training(map_name: str, overrides: list[str], iterations: int):
 
     Returns (compiled function, learner, compile seconds)."""
     config = resolve(build_config([f"env=smax:{map_name}", "algo=qmix", "seeds=1", "out=/tmp/unused", *overrides]))
+    # (overrides come last, so "algo=mappo" among them selects MAPPO)
     program = build_program(config)
     backbone = program.backbone
     state = program.init(seed_keys(config))
@@ -129,6 +134,7 @@ def ours(map_name: str, overrides: list[str], iterations: int, repeats: int) -> 
 def ours_whole_run(map_name: str, overrides: list[str], rollouts: int, repeats: int) -> dict:
     """A fresh run of `rollouts` iterations, timed whole (compile excluded), as JaxMARL's figure is."""
     config = resolve(build_config([f"env=smax:{map_name}", "algo=qmix", "seeds=1", "out=/tmp/unused", *overrides]))
+    # (overrides come last, so "algo=mappo" among them selects MAPPO)
     program = build_program(config)
     backbone = program.backbone
 
@@ -177,12 +183,15 @@ def main() -> None:
     parser.add_argument("--jaxmarl-python", default=sys.executable, help="a Python with jaxmarl, hydra-core, wandb")
     parser.add_argument("--settings", default="a_pymarl,b_jaxmarl_matched")
     parser.add_argument("--env-counts", default="16,64,512")
+    parser.add_argument("--mappo-envs", default="64,256", help="parallel environments for MAPPO ('' to skip)")
     args = parser.parse_args()
+    mappo_envs = [int(n) for n in args.mappo_envs.split(",") if n]
+    env_counts = sorted({*(int(n) for n in args.env_counts.split(",")), *mappo_envs})
 
     results: dict = {"map": args.map, "machine": f"{platform.processor() or platform.machine()}, "
                      f"{jax.device_count()} {jax.devices()[0].platform} device(s)", "jax": jax.__version__,
                      "date": time.strftime("%Y-%m-%d")}
-    results["env_only"] = [env_only(args.map, int(n)) for n in args.env_counts.split(",")]
+    results["env_only"] = [env_only(args.map, n) for n in env_counts]
     for row in results["env_only"]:
         print(f"env only, {row['num_envs']:>4} envs: {row['steps_per_second']:>10,.0f} steps/s", flush=True)
     results["ours"] = {}
@@ -191,6 +200,13 @@ def main() -> None:
         results["ours"][name] = ours(args.map, SETTINGS[name], iterations, args.repeats)
         r = results["ours"][name]
         print(f"ours {name}: {r['steps_per_second']:,.0f} steps/s (compile {r['compile_seconds']:.1f} s)", flush=True)
+    ceiling_at = {row["num_envs"]: row["steps_per_second"] for row in results["env_only"]}
+    for n in mappo_envs:
+        r = ours(args.map, ["algo=mappo", f"rollout.num_envs={n}"], 2, args.repeats)
+        r["fraction_of_env_only_same_envs"] = r["steps_per_second"] / ceiling_at[n]
+        results.setdefault("mappo", {})[f"{n}_envs"] = r
+        print(f"MAPPO, {n} envs: {r['steps_per_second']:,.0f} steps/s = {r['fraction_of_env_only_same_envs']:.0%} "
+              f"of env-only at {n} envs (target >= 30%; compile {r['compile_seconds']:.1f} s)", flush=True)
     if args.jaxmarl_qmix:
         results["jaxmarl_qmix_rnn_b"] = jaxmarl(args.jaxmarl_qmix, args.jaxmarl_python, args.map)
         base = results["jaxmarl_qmix_rnn_b"]["steady_state_steps_per_second"]
