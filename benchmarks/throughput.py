@@ -6,7 +6,8 @@ environments (default 64 and 256) with its defaults otherwise (400-step rollouts
 as a fraction of the env-only ceiling at the same number of environments (target: at least 30% at 64+).
 
 Settings:
-  (a) pymarl: our defaults (whole episodes padded to the episode limit, replay of 5000 episodes, batch 32).
+  (a) pymarl: 8 envs, whole episodes padded to the episode limit, replay of 5000 episodes, batch 32, one update
+      per rollout (pymarl2's; ctde's own default is 4).
   (b) matched to JaxMARL's qmix_rnn with its ql_rnn_smax.yaml defaults except hidden size 64: 16 envs,
       128-step rollouts with resets inside, 8 updates of 32 sequences per rollout, mixer embedding 64,
       hypernetwork hidden 256, buffer 5000.
@@ -46,7 +47,7 @@ RESULTS = Path(__file__).parent / "results"
 SETTING_B = ["rollout.num_envs=16", "rollout.length=128", "rollout.auto_reset=true", "algo.updates_per_rollout=8",
              "algo.batch_size=32", "algo.buffer_size=5000", "algo.mixer_embed_dim=64", "algo.hypernet_embed=256",
              "algo.hidden_dim=64", "algo.target_update_interval=80"]
-SETTINGS = {"a_pymarl": [], "b_jaxmarl_matched": SETTING_B}
+SETTINGS = {"a_pymarl": ["algo.updates_per_rollout=1"], "b_jaxmarl_matched": SETTING_B}
 
 
 def env_only(map_name: str, num_envs: int, steps: int = 128, repeats: int = 5) -> dict:
