@@ -107,6 +107,19 @@ def test_student_retains_the_teacher_where_the_state_is_locally_observable(run_t
 
 
 @pytest.mark.slow
+def test_ptde_on_mappo_distils_the_actor(run_training):
+    """PTDE inside MAPPO's actor on the two-step game (state locally observable): the GIP actor reaches the
+    optimum 8 and the distilled student keeps it (PRR by return >= 0.95); the export is the PTDE student."""
+    result = run_training("env=toy:two_step", "algo=mappo", "paradigm=ptde", "steps=12000", "seeds=3",
+                          "eval.interval=3000", "rollout.length=40", "ppo.epochs=10", "log.chunk_evals=4",
+                          "ptde.distill_steps=1000", *FAST_STAGE_2)
+    record = json.loads((result.run_dir / "distill.json").read_text())
+    assert np.median(record["teacher"]["return"]) >= 7.9
+    assert np.median(record["prr"]) >= 0.95
+    assert json.loads((result.run_dir / "policy" / "policy.json").read_text())["network"] == "ptde_student"
+
+
+@pytest.mark.slow
 def test_resume_in_stage_two_reproduces_the_student(run_training, tmp_path):
     from ctde.policy import load_policy
     from ctde.training.runner import evaluate, train
