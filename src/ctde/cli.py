@@ -25,6 +25,9 @@ TRAIN_EPILOG = """examples:
   ctde train env=smax:5m_vs_6m env.sight_range=0 algo=qmix paradigm=igm_da seeds=3 steps=2e6
   ctde train --config configs/igm_da_smac.yaml env=smax:5m_vs_6m igm_da.collector=expert
   ctde train env=smax:3s_vs_5z algo=qmix paradigm=ctds
+  ctde train env=smax:5m_vs_6m algo=qmix paradigm=cadp seeds=3 steps=2e6
+  ctde train env=smax:3s_vs_5z algo=qmix paradigm=ptde
+  ctde train env=smax:5m_vs_6m algo=mappo paradigm=cadp cadp.prune_start=3e6
 """
 
 
