@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 # A short CADP + QMIX run on SMAX 3m (pruning from half-way), greedy evaluation of both its centralized and
 # decentralized models, the audit of the exported decentralized policy, and its report.
 demo: $(STAMP)
-	$(BIN)/ctde train env=smax:3m algo=qmix paradigm=cadp cadp.prune_start=7.5e4 steps=1.5e5 seeds=1 \
+	$(BIN)/ctde train env=smax:3m algo=qmix paradigm=cadp cadp.prune_start=3e4 steps=6e4 seeds=1 \
 		out=$(DEMO_OUT) --overwrite
 	$(BIN)/ctde eval $(DEMO_OUT) --model centralized --episodes 128
 	$(BIN)/ctde eval $(DEMO_OUT) --model decentralized --episodes 128

@@ -171,14 +171,17 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
     teacher_win, student_win = results["teacher"]["win_rate"], results["student"]["win_rate"]
     teacher_return, student_return = results["teacher"]["return"], results["student"]["return"]
     has_win = program.env.spec.has_win
-    retained = (student_win / np.maximum(teacher_win, 1e-9)) if has_win else \
-        (student_return / np.where(np.abs(teacher_return) > 1e-9, teacher_return, 1e-9))
+    # PRR is undefined (None in distill.json, NaN in the summary) where the teacher scores 0: a student that
+    # also scores 0 has retained nothing measurable, and 0 / 0 must not read as "retained none".
+    teacher_score, student_score = (teacher_win, student_win) if has_win else (teacher_return, student_return)
+    defined = np.abs(teacher_score) > 1e-9
+    retained = np.where(defined, student_score / np.where(defined, teacher_score, 1.0), np.nan)
     heldout = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     record = {
         "seeds": [config.seed + s for s in range(seeds)],
         "teacher": {k: [float(x) for x in v] for k, v in results["teacher"].items()},
         "student": {k: [float(x) for x in v] for k, v in results["student"].items()},
-        "prr": [float(x) for x in retained],
+        "prr": [float(x) if np.isfinite(x) else None for x in retained],
         "prr_metric": "win rate" if has_win else "return",
         "heldout_action_agreement": [float(x) for x in agreement],
         "episodes_per_seed": episodes,
@@ -194,7 +197,8 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
     metric = "win_rate" if has_win else "return"
     summary = {f"teacher (stage 1) greedy {metric}": fmt(results["teacher"][metric]),
                f"student (stage 2) greedy {metric}": fmt(results["student"][metric]),
-               f"PRR = student / teacher {metric}": fmt(retained),
+               f"PRR = student / teacher {metric}": (fmt(retained[np.isfinite(retained)]) if np.isfinite(retained).any()
+                                                      else f"undefined (the teacher's {metric} is 0)"),
                "student's greedy action = teacher's (held-out rows)": fmt(agreement),
                "distillation (s)": f"{seconds:.1f}"}
     return trained, summary
