@@ -16,6 +16,13 @@ class ConfigError(CtdeError):
     """An option, value or combination of options is invalid. Raised before anything compiles."""
 
 
+def require(checks: list[tuple[bool, str]]) -> None:
+    """Raise ConfigError with the message of the first (condition, message) pair whose condition is false."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message + ".")
+
+
 class IncompatibleError(ConfigError):
     """A paradigm, backbone and environment that cannot be combined (e.g. a missing privileged view)."""
 

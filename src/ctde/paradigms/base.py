@@ -74,6 +74,8 @@ class Paradigm:
     # Stages after reinforcement learning, run by the host in order: "distill" (ctde.training.distill) trains
     # params["student"] through `distillation_rows` and `student_prediction`.
     post_training: ClassVar[tuple[str, ...]] = ()
+    # Models trained by their own optimizer (e.g. a distilled student), separate from the shared one.
+    own_optimizer: ClassVar[tuple[str, ...]] = ()
     # Evaluate with sampled (not mean) stochastic network parts, e.g. PTDE's z.
     stochastic_evaluation: bool = False
 
@@ -81,8 +83,6 @@ class Paradigm:
     def train_eval_models(self) -> tuple[str, ...]:
         """Models evaluated during reinforcement learning (by default all `eval_models`)."""
         return self.eval_models
-    # Models trained by their own optimizer (e.g. a distilled student), separate from the shared one.
-    own_optimizer: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TrainConfig, spec: EnvSpec):
         self.config = config
@@ -90,7 +90,8 @@ class Paradigm:
 
     @classmethod
     def resolve_options(cls, config: TrainConfig) -> None:
-        """Fill defaults of this paradigm's options that depend on the rest of `config` (in place)."""
+        """Check this paradigm's options against `config` (raise ConfigError or IncompatibleError with the fix) and
+        fill the defaults that depend on the rest of it, in place, so the saved configuration records them."""
 
     def init(self, key: jax.Array) -> Any:
         raise NotImplementedError

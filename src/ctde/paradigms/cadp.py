@@ -7,7 +7,8 @@ is what the backbone learns (its Q-values go into the mixer) and picks the doubl
 Pruning: from env step T = `cadp.prune_start` on, the loss gains σ(t)·L_p with σ(t) = α for t ≥ T and 0 before
 (a step, as in paper and code), and L_p = Σ_i KL(e_i ‖ c_i) drives every agent's confidence onto itself
 (c → I). Computed per step as the mean over heads and the n × n entries of −e·log(c + 1e-8), i.e.
-Σ_i −log c_ii / n² averaged over heads, then a masked mean over valid (time, batch) entries.
+Σ_i −log c_ii / n² averaged over heads, then a masked mean over the (step, agent) pairs the backbone counts
+(padding masked everywhere, dead agents too on MAPPO).
 
 Execution: the decentralized model D is the same network with z_i replaced by the agent's own v_i (c = I). It
 reads only the agent's own input, so it is exported alone, without query or key weights. Both C and D are
@@ -17,8 +18,9 @@ switch for this never fired, so only C was ever evaluated there).
 Logged: `train/pruning_loss` (L_p, unweighted), `train/pruning_weight` (σ(t)), `train/self_confidence`
 (mean c_ii over valid steps, heads and agents; 1/n when attention is uniform, 1 when pruned).
 
-Nothing here depends on the backbone: α's default is the only per-backbone fact (0.5 for QMIX, 1.0 otherwise,
-from the released configs), filled into the saved configuration by `resolve_options`.
+Nothing here depends on the backbone: the defaults of α (0.5 for QMIX and MAPPO, 1.0 otherwise) and T (700k
+env steps on value decomposition, 3M on MAPPO), from the released configs, are the only per-backbone facts,
+filled into the saved configuration by `resolve_options`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ctde.errors import ConfigError
+from ctde.errors import require
 from ctde.nets.cadp import CADPAgent, agent_pruning_terms, self_confidence
 from ctde.nets.rnn import agent_inputs
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
@@ -36,6 +38,11 @@ from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
 DEFAULT_ALPHA = {"qmix": 0.5, "mappo": 0.5, "ippo": 0.5}
 DEFAULT_PRUNE_START = {"mappo": 3_000_000, "ippo": 3_000_000}
 QUERY_KEY = ("query", "key")  # parameters D never reads; the exported policy does not contain them
+
+
+def default_options(algo: str) -> tuple[float, int]:
+    """(α, T) of the released configs for backbone `algo`."""
+    return DEFAULT_ALPHA.get(algo, 1.0), DEFAULT_PRUNE_START.get(algo, 700_000)
 
 
 def pruning_weight(env_steps: jax.Array, alpha: float, prune_start: int) -> jax.Array:
@@ -57,24 +64,19 @@ class CADP(Paradigm):
         self.residual = options.residual
         self.network = CADPAgent(self.hidden_dim, spec.n_actions, options.heads, options.head_dim, options.residual)
         self.input_dim = spec.obs_dim + spec.n_actions + spec.n_agents
-        self.alpha = options.alpha if options.alpha is not None else DEFAULT_ALPHA.get(config.algo.name, 1.0)
-        self.prune_start = (options.prune_start if options.prune_start is not None
-                            else DEFAULT_PRUNE_START.get(config.algo.name, 700_000))
+        alpha, prune_start = default_options(config.algo.name)  # for configurations not yet resolved
+        self.alpha = alpha if options.alpha is None else options.alpha
+        self.prune_start = prune_start if options.prune_start is None else options.prune_start
 
     @classmethod
     def resolve_options(cls, config) -> None:
         options = config.cadp
-        for ok, message in [(options.alpha is None or options.alpha >= 0, "cadp.alpha must be non-negative"),
-                            (options.prune_start is None or options.prune_start >= 0,
-                             "cadp.prune_start must be non-negative"),
-                            (options.heads >= 1 and options.head_dim >= 1,
-                             "cadp.heads and cadp.head_dim must be positive")]:
-            if not ok:
-                raise ConfigError(message + ".")
-        if options.alpha is None:
-            options.alpha = DEFAULT_ALPHA.get(config.algo.name, 1.0)
-        if options.prune_start is None:
-            options.prune_start = DEFAULT_PRUNE_START.get(config.algo.name, 700_000)
+        require([(options.alpha is None or options.alpha >= 0, "cadp.alpha must be non-negative"),
+                 (options.prune_start is None or options.prune_start >= 0, "cadp.prune_start must be non-negative"),
+                 (options.heads >= 1 and options.head_dim >= 1, "cadp.heads and cadp.head_dim must be positive")])
+        alpha, prune_start = default_options(config.algo.name)
+        options.alpha = alpha if options.alpha is None else options.alpha
+        options.prune_start = prune_start if options.prune_start is None else options.prune_start
 
     def init(self, key):
         n = self.spec.n_agents

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ctde.errors import ConfigError
+from ctde.errors import require
 from ctde.nets.ptde import PersonalizedGlobalInfo, QHead, Student, Trunk, UnifiedGlobalInfo, sample_z
 from ctde.nets.rnn import agent_inputs
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
@@ -36,16 +36,14 @@ class PTDE(Paradigm):
     @classmethod
     def resolve_options(cls, config) -> None:
         ptde = config.ptde
-        for ok, message in [
+        require([
             (ptde.z_dim >= 1 and ptde.hypernet_hidden >= 1 and ptde.student_hidden >= 1, "ptde sizes must be positive"),
             (0 < ptde.holdout < 1, "ptde.holdout must be in (0, 1)"),
             (ptde.distill_episodes >= 2, "ptde.distill_episodes must be at least 2 (training and held-out)"),
             (ptde.distill_steps >= 1 and ptde.distill_batch >= 1, "ptde.distill_steps and distill_batch must be "
              "positive"),
             (ptde.distill_lr > 0 and ptde.min_variance > 0, "ptde.distill_lr and ptde.min_variance must be positive"),
-        ]:
-            if not ok:
-                raise ConfigError(message + ".")
+        ])
 
     def __init__(self, config, spec):
         super().__init__(config, spec)

@@ -9,7 +9,7 @@ import copy
 import time
 
 from ctde.config import TrainConfig, to_dict
-from ctde.errors import ConfigError, IncompatibleError
+from ctde.errors import ConfigError, IncompatibleError, require
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
@@ -54,9 +54,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         (algo.hidden_dim >= 1, "algo.hidden_dim must be positive"),
         (algo.grad_clip > 0, "algo.grad_clip must be positive"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message + ".")
+    require(checks)
     from ctde.algos import POLICY_GRADIENT
 
     on_policy = algo.name in POLICY_GRADIENT
@@ -69,14 +67,12 @@ def resolve(config: TrainConfig) -> TrainConfig:
                               f"rollout.auto_reset=false (padded whole episodes) is for value decomposition.")
         rollout.auto_reset = True
         rollout.length = rollout.length or 400
-        for ok, message in [
+        require([
             (ppo.epochs >= 1 and ppo.minibatches >= 1, "ppo.epochs and ppo.minibatches must be at least 1"),
             (ppo.chunk_length >= 1, "ppo.chunk_length must be at least 1"),
             (0 < ppo.clip < 1, "ppo.clip must be in (0, 1)"),
             (0 <= ppo.gae_lambda <= 1, "ppo.gae_lambda must be in [0, 1]"),
-        ]:
-            if not ok:
-                raise ConfigError(message + ".")
+        ])
         if rollout.length % ppo.chunk_length:
             raise ConfigError(f"rollout.length={rollout.length} must be a multiple of ppo.chunk_length="
                               f"{ppo.chunk_length}: training chunks tile each rollout.")
@@ -134,14 +130,14 @@ def _refuse_unused_options(config: TrainConfig, on_policy: bool) -> None:
 
 def _refuse_other_paradigm_options(config: TrainConfig) -> None:
     """A paradigm's own section (`cadp.*`, `ptde.*`, ...) set while another paradigm is chosen is a mistake."""
-    from ctde.config import to_dict
     from ctde.paradigms import PARADIGMS
 
     for name in PARADIGMS:
         if name == config.paradigm.name or not hasattr(config, name):
             continue
         section = getattr(config, name)
-        changed = [f"{name}.{k}" for k, v in to_dict(section).items() if v != to_dict(type(section)())[k]]
+        defaults = to_dict(type(section)())
+        changed = [f"{name}.{k}" for k, v in to_dict(section).items() if v != defaults[k]]
         if changed:
             verb, them = ("configures", "it") if len(changed) == 1 else ("configure", "them")
             raise ConfigError(f"{', '.join(changed)} {verb} paradigm={name}, but paradigm={config.paradigm.name}. "
