@@ -1,5 +1,6 @@
 """Time to win: QMIX on SMAX 3m, several seeds in one compiled program, until the median test win rate
-reaches a threshold (default 0.9) or the step budget (default 500k) runs out.
+reaches a threshold (default 0.9) or the step budget (default 500k) runs out. The run stops at the first
+compiled chunk (two evaluations) after the threshold is reached; `--full` runs out the budget instead.
 
 Reports the env steps and wall time (compile excluded, then included) at which the median over seeds of the
 greedy test win rate first reaches the threshold, and writes the run's learning curve.
@@ -32,18 +33,25 @@ def main() -> None:
     parser.add_argument("--steps", type=float, default=5e5)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--out", default=str(RESULTS / "learning_run"))
+    parser.add_argument("--full", action="store_true", help="run the whole budget, not only until the threshold")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
+    model = "agent"
+
+    def median_reached(rows: list[dict]) -> bool:
+        _, win = curves(rows, f"test/{model}/win_rate")
+        return bool(win.size) and bool(np.any(np.median(win, axis=0) >= args.threshold))
+
     tic = time.perf_counter()
     result = train([f"env=smax:{args.map}", f"algo={args.algo}", f"seeds={args.seeds}", f"steps={int(args.steps)}",
-                    f"out={out}", "log.progress=false", *args.overrides], quiet=True)
+                    f"out={out}", "log.progress=false", *args.overrides], quiet=True,
+                   stop_when=None if args.full else median_reached)
     total_seconds = time.perf_counter() - tic
     rows = result.rows
-    model = "agent"
     steps, win = curves(rows, f"test/{model}/win_rate")
     _, wall = curves(rows, "wall_seconds")
     median = np.median(win, axis=0)
@@ -52,7 +60,7 @@ def main() -> None:
     compile_seconds = float(summary["compile time (s)"])
     record = {
         "map": args.map, "algo": args.algo, "seeds": args.seeds, "step_budget": int(args.steps),
-        "threshold": args.threshold, "overrides": args.overrides,
+        "threshold": args.threshold, "overrides": args.overrides, "ran_full_budget": args.full,
         "reached": bool(hit.size),
         "env_steps_to_threshold": float(steps[hit[0]]) if hit.size else None,
         "wall_seconds_to_threshold_excluding_compile": float(wall[0, hit[0]]) if hit.size else None,

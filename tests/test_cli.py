@@ -57,9 +57,14 @@ def test_resume_reproduces_the_uninterrupted_run(run_training):
     from ctde.training.runner import train
 
     full = run_training(*FAST, "steps=4000", "seeds=2", name="full")
-    half = run_training(*FAST, "steps=2000", "seeds=2", name="half")
-    # Continuing the half run to the full length must give exactly the uninterrupted metrics.
-    resumed = train(resume=half.run_dir, resume_overrides=["steps=4000"], quiet=True)
+    # A run stopped early by its stopping condition (after the chunk that passes 1,500 steps: two chunks of
+    # two 500-step evaluations) is checkpointed there and continues like a killed one.
+    half = run_training(*FAST, "steps=4000", "seeds=2", name="half",
+                        stop_when=lambda rows: max(row["env_steps"] for row in rows) >= 1500)
+    assert {row["block"] for row in _rows(half.run_dir)} == {0, 1, 2, 3}
+    assert "stopped early" in half.summary["env steps per seed"]
+    # Continuing it to the full length must give exactly the uninterrupted metrics.
+    resumed = train(resume=half.run_dir, quiet=True)
     assert _comparable(_rows(resumed.run_dir)) == _comparable(_rows(full.run_dir))
     with pytest.raises(ConfigError, match="Cannot change.*algo.lr"):
         train(resume=half.run_dir, resume_overrides=["algo.lr=0.1"], quiet=True)

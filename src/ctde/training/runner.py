@@ -10,6 +10,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -102,10 +103,14 @@ def _rows(metrics: dict, first_block: int, n_blocks: int, seeds: int, config: Tr
 
 
 def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str | Path | None = None,
-          resume_overrides: list[str] | None = None, overwrite: bool = False, quiet: bool = False) -> RunResult:
+          resume_overrides: list[str] | None = None, overwrite: bool = False, quiet: bool = False,
+          stop_when: Callable[[list[dict]], bool] | None = None) -> RunResult:
     """Train (or resume) a run; returns its directory, metric rows and summary.
 
     `config` may be a TrainConfig, a list of `key=value` overrides, or a nested dict of options.
+    `stop_when(rows)`, if given, is asked after every chunk with all metric rows so far (one per seed and
+    evaluation); when it returns True the run checkpoints and ends there, as if `steps` had been reached
+    (a time-to-threshold benchmark need not run out its whole budget).
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -162,6 +167,8 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
         wall = wall_before
         done_steps = int(np.min(jax.device_get(program.backbone_steps(state))))
         latest_win = "-"
+        history = read_metrics(run_dir) if stop_when is not None else []
+        stopped_early = None
         for chunk in range(start_chunk, program.n_chunks):
             first_block = chunk * config.log.chunk_evals
             tic = time.perf_counter()
@@ -191,12 +198,18 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
             if rows and win_key in rows[-1]:
                 latest_win = f"{np.mean([r[win_key] for r in rows if r['block'] == rows[-1]['block']]):.2f}"
             progress.update(min(done_steps, config.steps), config.steps, rate, latest_win)
-            last_chunk = chunk == program.n_chunks - 1
+            history.extend(rows)
+            if stop_when is not None and chunk < program.n_chunks - 1 and stop_when(history):
+                stopped_early = done_steps
+            last_chunk = chunk == program.n_chunks - 1 or stopped_early is not None
             every = config.log.checkpoint_every
             if last_chunk or (every and (chunk + 1) % every == 0):
                 meta = {"next_chunk": chunk + 1, "wall_seconds": wall, "compile_seconds": compile_seconds,
                         "env_steps": [int(x) for x in after], "config": to_dict(config)}
                 checkpoints.save(chunk + 1, state, program.backbone.agent_params(state.learner), meta)
+            if stopped_early is not None:
+                say(f"Stopped early at {stopped_early:,} env steps: the stopping condition was met.")
+                break
     finally:
         progress.stop()
         logger.close()
@@ -218,7 +231,8 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
     checkpoints.close()
     all_seed_steps = int(np.sum(jax.device_get(program.backbone_steps(state))))
     summary = {
-        "env steps per seed": f"{config.steps:,}",
+        "env steps per seed": f"{config.steps:,}" if stopped_early is None else
+                              f"{stopped_early:,} (stopped early; budget {config.steps:,})",
         "wall time (s, excluding compile)": f"{wall:.1f}",
         "compile time (s)": f"{compile_seconds:.1f}",
         "throughput (env steps/s, all seeds)": f"{all_seed_steps / max(wall, 1e-9):,.0f}",
