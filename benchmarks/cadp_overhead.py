@@ -9,6 +9,7 @@ reported separately. Results: benchmarks/results/cadp_overhead.json.
 
     python benchmarks/cadp_overhead.py                    # SMAX 5m_vs_6m, pymarl settings
     python benchmarks/cadp_overhead.py --map 3m --repeats 7
+    python benchmarks/cadp_overhead.py --out cadp_overhead_bfloat16.json algo.matmul_precision=bfloat16
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def main() -> None:
     parser.add_argument("--map", default="5m_vs_6m")
     parser.add_argument("--iterations", type=int, default=40, help="learning iterations per timed call")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per program (alternating)")
-    parser.add_argument("overrides", nargs="*", help="extra key=value options for both programs")
+    parser.add_argument("--out", default="cadp_overhead.json", help="file name under benchmarks/results/")
+    parser.add_argument("overrides", nargs="*", help="extra key=value options for both programs "
+                        "(e.g. algo.matmul_precision=bfloat16)")
     args = parser.parse_args()
 
     programs = {}
@@ -70,7 +73,7 @@ def main() -> None:
         "cadp_flops_over_qmix": flops["cadp_qmix"] / flops["qmix"] if all(flops.values()) else None,
     }
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "cadp_overhead.json"
+    path = RESULTS / args.out
     path.write_text(json.dumps(results, indent=2))
     print(f"CADP-QMIX costs {ratio:.2f}x QMIX per env step on {args.map} "
           f"({median['cadp_qmix']:,.0f} vs {median['qmix']:,.0f} env steps/s; target <= 1.3)")

@@ -11,6 +11,8 @@ Settings:
   (b) matched to JaxMARL's qmix_rnn with its ql_rnn_smax.yaml defaults except hidden size 64: 16 envs,
       128-step rollouts with resets inside, 8 updates of 32 sequences per rollout, mixer embedding 64,
       hypernetwork hidden 256, buffer 5000.
+  (b, bfloat16) the same with `algo.matmul_precision=bfloat16` (bfloat16 matmul inputs, float32 accumulation,
+      in the gradient steps; JaxMARL runs float32).
 
 Throughput is steady state: the replay already holds enough data, so every iteration learns (JaxMARL starts
 learning only once its buffer holds 32 rollouts, 65,536 steps at (b); a short fixed-length run of it is mostly
@@ -47,7 +49,9 @@ RESULTS = Path(__file__).parent / "results"
 SETTING_B = ["rollout.num_envs=16", "rollout.length=128", "rollout.auto_reset=true", "algo.updates_per_rollout=8",
              "algo.batch_size=32", "algo.buffer_size=5000", "algo.mixer_embed_dim=64", "algo.hypernet_embed=256",
              "algo.hidden_dim=64", "algo.target_update_interval=80"]
-SETTINGS = {"a_pymarl": ["algo.updates_per_rollout=1"], "b_jaxmarl_matched": SETTING_B}
+BFLOAT16 = ["algo.matmul_precision=bfloat16"]
+SETTINGS = {"a_pymarl": ["algo.updates_per_rollout=1"], "b_jaxmarl_matched": SETTING_B,
+            "b_jaxmarl_matched_bfloat16": SETTING_B + BFLOAT16}
 
 
 def env_only(map_name: str, num_envs: int, steps: int = 128, repeats: int = 5) -> dict:
@@ -182,9 +186,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jaxmarl-qmix", help="path of JaxMARL's baselines/QLearning/qmix_rnn.py")
     parser.add_argument("--jaxmarl-python", default=sys.executable, help="a Python with jaxmarl, hydra-core, wandb")
-    parser.add_argument("--settings", default="a_pymarl,b_jaxmarl_matched")
+    parser.add_argument("--settings", default="a_pymarl,b_jaxmarl_matched,b_jaxmarl_matched_bfloat16")
     parser.add_argument("--env-counts", default="16,64,512")
     parser.add_argument("--mappo-envs", default="64,256", help="parallel environments for MAPPO ('' to skip)")
+    parser.add_argument("--mappo-precisions", default="float32,bfloat16", help="algo.matmul_precision values")
     args = parser.parse_args()
     mappo_envs = [int(n) for n in args.mappo_envs.split(",") if n]
     env_counts = sorted({*(int(n) for n in args.env_counts.split(",")), *mappo_envs})
@@ -203,28 +208,33 @@ def main() -> None:
         print(f"ours {name}: {r['steps_per_second']:,.0f} steps/s (compile {r['compile_seconds']:.1f} s)", flush=True)
     ceiling_at = {row["num_envs"]: row["steps_per_second"] for row in results["env_only"]}
     for n in mappo_envs:
-        r = ours(args.map, ["algo=mappo", f"rollout.num_envs={n}"], 2, args.repeats)
-        r["fraction_of_env_only_same_envs"] = r["steps_per_second"] / ceiling_at[n]
-        results.setdefault("mappo", {})[f"{n}_envs"] = r
-        print(f"MAPPO, {n} envs: {r['steps_per_second']:,.0f} steps/s = {r['fraction_of_env_only_same_envs']:.0%} "
-              f"of env-only at {n} envs (target >= 30%; compile {r['compile_seconds']:.1f} s)", flush=True)
+        for precision in args.mappo_precisions.split(","):
+            r = ours(args.map, ["algo=mappo", f"rollout.num_envs={n}", f"algo.matmul_precision={precision}"], 2,
+                     args.repeats)
+            r["fraction_of_env_only_same_envs"] = r["steps_per_second"] / ceiling_at[n]
+            name = f"{n}_envs" if precision == "float32" else f"{n}_envs_{precision}"
+            results.setdefault("mappo", {})[name] = r
+            print(f"MAPPO, {n} envs, {precision}: {r['steps_per_second']:,.0f} steps/s = "
+                  f"{r['fraction_of_env_only_same_envs']:.0%} of env-only at {n} envs (target >= 30%; compile "
+                  f"{r['compile_seconds']:.1f} s)", flush=True)
     if args.jaxmarl_qmix:
         results["jaxmarl_qmix_rnn_b"] = jaxmarl(args.jaxmarl_qmix, args.jaxmarl_python, args.map)
         base = results["jaxmarl_qmix_rnn_b"]["steady_state_steps_per_second"]
         print(f"JaxMARL qmix_rnn (b), steady state: {base:,.0f} steps/s", flush=True)
-        if "b_jaxmarl_matched" in results["ours"]:
-            ratio = results["ours"]["b_jaxmarl_matched"]["steps_per_second"] / base
-            results["ratio_ours_b_over_jaxmarl_b_steady_state"] = ratio
-            print(f"ratio ours/JaxMARL at (b), steady state: {ratio:.2f}x", flush=True)
+        for name in (n for n in results["ours"] if n.startswith("b_")):
+            suffix = name.removeprefix("b_jaxmarl_matched")
+            ratio = results["ours"][name]["steps_per_second"] / base
+            results[f"ratio_ours_b{suffix}_over_jaxmarl_b_steady_state"] = ratio
+            print(f"ratio ours ({name}) / JaxMARL at (b), steady state: {ratio:.2f}x", flush=True)
             # JaxMARL's buffer can sample only once it holds 32 rollouts (65,536 steps at (b)); a whole run of
             # the same length with learning from the same point is the like-for-like whole-run comparison.
             for steps_key, theirs in results["jaxmarl_qmix_rnn_b"]["whole_run"].items():
                 rollouts = int(steps_key.split("_")[0]) // (16 * 128)
-                mine = ours_whole_run(args.map, SETTING_B + ["algo.learning_starts=65536"], rollouts, 1)
-                results.setdefault("whole_run_matched_learning_start", {})[steps_key] = {
+                mine = ours_whole_run(args.map, SETTINGS[name] + ["algo.learning_starts=65536"], rollouts, 1)
+                results.setdefault(f"whole_run_matched_learning_start{suffix}", {})[steps_key] = {
                     "ours": mine, "jaxmarl_steps_per_second": theirs["steps_per_second"],
                     "ratio": mine["steps_per_second"] / theirs["steps_per_second"]}
-                print(f"whole run of {steps_key.replace('_', ' ')}, learning from 65,536: ours "
+                print(f"whole run of {steps_key.replace('_', ' ')} ({name}), learning from 65,536: ours "
                       f"{mine['steps_per_second']:,.0f}, JaxMARL {theirs['steps_per_second']:,.0f} steps/s "
                       f"({mine['steps_per_second'] / theirs['steps_per_second']:.2f}x)", flush=True)
     ceiling = max(r["steps_per_second"] for r in results["env_only"])

@@ -18,12 +18,12 @@ def _final_median(result, metric):
     return float(np.median([r[metric] for r in rows if r["block"] == last]))
 
 
-@pytest.mark.parametrize("algo", ["qmix", "vdn"])
-def test_two_step_game_reaches_the_coordinated_optimum(run_training, algo):
+@pytest.mark.parametrize("algo, precision", [("qmix", "float32"), ("vdn", "float32"), ("qmix", "bfloat16")])
+def test_two_step_game_reaches_the_coordinated_optimum(run_training, algo, precision):
     """QMIX paper's two-step game: the optimum 8 needs both agents to coordinate on (2B, 1, 1); the safe
-    choice pays 7. Both value-decomposition methods reach 8."""
+    choice pays 7. Both value-decomposition methods reach 8, QMIX also with bfloat16 matmuls in its updates."""
     result = run_training("env=toy:two_step", f"algo={algo}", "steps=6000", "eval.interval=1500",
-                          "algo.epsilon_anneal_steps=3000", *COMMON)
+                          "algo.epsilon_anneal_steps=3000", f"algo.matmul_precision={precision}", *COMMON)
     assert _final_median(result, "test/agent/return") >= 7.9
 
 

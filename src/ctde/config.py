@@ -57,6 +57,10 @@ class AlgoConfig:
     grad_clip: float = option(10.0, "global gradient-norm clip")
     gamma: float = option(0.99, "discount")
     hidden_dim: int = option(64, "agent (and MAPPO value) network width (Linear -> GRU -> Linear)")
+    matmul_precision: Literal["float32", "bfloat16"] = option(
+        "float32", "matmuls of every network in the gradient step: float32, or bfloat16 inputs with float32 "
+        "accumulation (faster where the hardware has bfloat16 units: AVX512-BF16 CPUs, GPUs); parameters, "
+        "rollouts, evaluation and the exported policy stay float32")
     # Value decomposition only:
     batch_size: int = option(32, "sequences (episodes) per gradient update")
     buffer_size: int = option(5000, "replay capacity in sequences (episodes)")

@@ -28,6 +28,7 @@ from flax import struct
 
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
+from ctde.nets.precision import Dense, learner_precision
 from ctde.nets.rnn import ResettableGRU
 from ctde.paradigms.base import AgentInputs, Paradigm
 from ctde.training.rollout import Actor, EpisodeStats, Trajectory, run_rollout, start_rollouts
@@ -42,9 +43,9 @@ class RecurrentCritic(nn.Module):
 
     @nn.compact
     def __call__(self, h0: jax.Array, xs: jax.Array, resets: jax.Array) -> tuple[jax.Array, jax.Array]:
-        embedded = nn.relu(nn.Dense(self.hidden_dim, name="fc1")(xs))
+        embedded = nn.relu(Dense(self.hidden_dim, name="fc1")(xs))
         h_last, hs = ResettableGRU(self.hidden_dim, name="gru")(h0, embedded, resets)
-        return h_last, nn.Dense(1, name="value")(hs)[..., 0]
+        return h_last, Dense(1, name="value")(hs)[..., 0]
 
 
 @struct.dataclass
@@ -264,8 +265,9 @@ class PPO:
         return total, metrics
 
     def update(self, state: PPOState, minibatch: dict, key: jax.Array) -> tuple[PPOState, dict[str, jax.Array]]:
-        (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
-            state.params, minibatch, state.value_norm, state.env_steps, key)
+        with learner_precision(self.algo.matmul_precision):
+            (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(
+                state.params, minibatch, state.value_norm, state.env_steps, key)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "actor_grad_norm": optax.tree.norm(grads.agents),

@@ -22,6 +22,7 @@ from flax import struct
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.mixers import make_mixer
+from ctde.nets.precision import learner_precision
 from ctde.paradigms.base import Paradigm
 from ctde.training.rollout import EpisodeStats, Trajectory, collect, epsilon_greedy, masked_argmax
 
@@ -201,7 +202,9 @@ class ValueDecomposition:
 
         def loss_and_grads(length: int, batch: Trajectory):
             prefix = jax.tree.map(lambda x: x[:, :length], batch).transpose()
-            return jax.value_and_grad(self.td_loss, has_aux=True)(params, target_params, prefix, env_steps, loss_key)
+            with learner_precision(self.algo.matmul_precision):
+                return jax.value_and_grad(self.td_loss, has_aux=True)(params, target_params, prefix, env_steps,
+                                                                      loss_key)
 
         if len(self.trim_lengths) == 1:
             (loss, metrics), grads = loss_and_grads(self.trim_lengths[0], batch)

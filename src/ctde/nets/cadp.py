@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ctde.nets.precision import Dense
 from ctde.nets.rnn import ResettableGRU
 
 
@@ -40,15 +41,15 @@ class CADPAgent(nn.Module):
 
     def setup(self):
         width = self.heads * self.head_dim
-        self.fc1 = nn.Dense(self.hidden_dim)
+        self.fc1 = Dense(self.hidden_dim)
         self.gru = ResettableGRU(self.hidden_dim)
-        self.query = nn.Dense(width, use_bias=False)
-        self.key = nn.Dense(width, use_bias=False)
-        self.value = nn.Dense(width, use_bias=False)
-        self.advice = nn.Dense(self.hidden_dim)
-        self.head_in = nn.Dense(self.hidden_dim)
-        self.head_hidden = nn.Dense(self.hidden_dim)
-        self.head_out = nn.Dense(self.n_actions)
+        self.query = Dense(width, use_bias=False)
+        self.key = Dense(width, use_bias=False)
+        self.value = Dense(width, use_bias=False)
+        self.advice = Dense(self.hidden_dim)
+        self.head_in = Dense(self.hidden_dim)
+        self.head_hidden = Dense(self.hidden_dim)
+        self.head_out = Dense(self.n_actions)
 
     def _split_heads(self, projected: jax.Array) -> jax.Array:
         return projected.reshape(*projected.shape[:-1], self.heads, self.head_dim)  # [..., n, heads, d]

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ctde.nets.precision import Dense
+
 
 class NoMixer(nn.Module):
     """IQL: every agent learns its own Q_i from the team reward."""
@@ -34,8 +36,8 @@ class VDNMixer(nn.Module):
 
 def _hypernet(features: int, hidden: int, layers: int, name: str) -> nn.Module:
     if layers == 1:
-        return nn.Dense(features, name=name)
-    return nn.Sequential([nn.Dense(hidden), nn.relu, nn.Dense(features)], name=name)
+        return Dense(features, name=name)
+    return nn.Sequential([Dense(hidden), nn.relu, Dense(features)], name=name)
 
 
 class QMIXMixer(nn.Module):
@@ -54,10 +56,10 @@ class QMIXMixer(nn.Module):
         e = self.embed_dim
         w1 = jnp.abs(_hypernet(self.n_agents * e, self.hypernet_embed, self.hypernet_layers, "hyper_w1")(state))
         w1 = w1.reshape(*state.shape[:-1], self.n_agents, e)
-        b1 = nn.Dense(e, name="hyper_b1")(state)
+        b1 = Dense(e, name="hyper_b1")(state)
         hidden = nn.elu(jnp.einsum("...n,...ne->...e", chosen, w1) + b1)
         w2 = jnp.abs(_hypernet(e, self.hypernet_embed, self.hypernet_layers, "hyper_w2")(state))
-        v = nn.Sequential([nn.Dense(e), nn.relu, nn.Dense(1)], name="value")(state)
+        v = nn.Sequential([Dense(e), nn.relu, Dense(1)], name="value")(state)
         return jnp.sum(hidden * w2, axis=-1, keepdims=True) + v
 
 
@@ -76,7 +78,7 @@ class QPLEXMixer(nn.Module):
     hypernet_embed: int = 64
 
     def _mlp(self, features: int, name: str) -> nn.Module:
-        return nn.Sequential([nn.Dense(self.hypernet_embed), nn.relu, nn.Dense(features)], name=name)
+        return nn.Sequential([Dense(self.hypernet_embed), nn.relu, Dense(features)], name=name)
 
     @nn.compact
     def __call__(self, chosen, best, state, actions):

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ctde.nets.precision import Dense
 from ctde.nets.rnn import ResettableGRU
 
 
@@ -20,7 +21,7 @@ class Trunk(nn.Module):
 
     @nn.compact
     def __call__(self, h0, xs, resets):
-        embedded = nn.relu(nn.Dense(self.hidden_dim, name="fc1")(xs))
+        embedded = nn.relu(Dense(self.hidden_dim, name="fc1")(xs))
         return ResettableGRU(self.hidden_dim, name="gru")(h0, embedded, resets)
 
 
@@ -32,8 +33,8 @@ class QHead(nn.Module):
 
     @nn.compact
     def __call__(self, h, z):
-        features = nn.relu(nn.Dense(self.hidden_dim, name="fc_h")(h))
-        return nn.Dense(self.n_actions, name="q")(jnp.concatenate([features, z], axis=-1))
+        features = nn.relu(Dense(self.hidden_dim, name="fc_h")(h))
+        return Dense(self.n_actions, name="q")(jnp.concatenate([features, z], axis=-1))
 
 
 class DistributionGenerator(nn.Module):
@@ -44,8 +45,8 @@ class DistributionGenerator(nn.Module):
 
     @nn.compact
     def __call__(self, u):
-        mu = nn.Dense(self.z_dim, name="mu_out")(nn.leaky_relu(nn.Dense(self.z_dim, name="mu_hidden")(u)))
-        log_var = nn.Dense(self.z_dim, name="var_out")(nn.leaky_relu(nn.Dense(self.z_dim, name="var_hidden")(u)))
+        mu = Dense(self.z_dim, name="mu_out")(nn.leaky_relu(Dense(self.z_dim, name="mu_hidden")(u)))
+        log_var = Dense(self.z_dim, name="var_out")(nn.leaky_relu(Dense(self.z_dim, name="var_hidden")(u)))
         return mu, jnp.maximum(jnp.exp(log_var), self.min_variance)
 
 
@@ -60,10 +61,10 @@ class PersonalizedGlobalInfo(nn.Module):
 
     @nn.compact
     def __call__(self, x, state):
-        weights = nn.Dense(self.state_dim * self.z_dim, name="hyper_w_out")(
-            nn.relu(nn.Dense(self.hypernet_hidden, name="hyper_w_hidden")(x)))
+        weights = Dense(self.state_dim * self.z_dim, name="hyper_w_out")(
+            nn.relu(Dense(self.hypernet_hidden, name="hyper_w_hidden")(x)))
         weights = weights.reshape(*x.shape[:-1], self.state_dim, self.z_dim)
-        bias = nn.Dense(self.z_dim, name="hyper_b")(x)
+        bias = Dense(self.z_dim, name="hyper_b")(x)
         s = jnp.broadcast_to(state[..., None, :], (*x.shape[:-1], state.shape[-1]))
         u = nn.elu(jnp.einsum("...s,...sz->...z", s, weights) + bias)
         return DistributionGenerator(self.z_dim, self.min_variance, name="generator")(u)
@@ -79,7 +80,7 @@ class UnifiedGlobalInfo(nn.Module):
 
     @nn.compact
     def __call__(self, x, state):
-        u = nn.elu(nn.Dense(self.z_dim, name="encode_out")(nn.relu(nn.Dense(self.hidden, name="encode")(state))))
+        u = nn.elu(Dense(self.z_dim, name="encode_out")(nn.relu(Dense(self.hidden, name="encode")(state))))
         u = jnp.broadcast_to(u[..., None, :], (*x.shape[:-1], self.z_dim))
         return DistributionGenerator(self.z_dim, self.min_variance, name="generator")(u)
 
@@ -92,8 +93,8 @@ class Student(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        hidden = nn.relu(nn.Dense(self.hidden, name="fc1")(x))
-        return nn.Dense(self.z_dim, name="fc3")(nn.leaky_relu(nn.Dense(self.z_dim, name="fc2")(hidden)))
+        hidden = nn.relu(Dense(self.hidden, name="fc1")(x))
+        return Dense(self.z_dim, name="fc3")(nn.leaky_relu(Dense(self.z_dim, name="fc2")(hidden)))
 
 
 def sample_z(rng: jax.Array | None, mu: jax.Array, var: jax.Array) -> jax.Array:

@@ -11,14 +11,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ctde.nets.precision import Dense, contract, matmul
+
 
 def _gru_forward(h0, x_r, x_z, x_n, resets, w_r, w_z, w_n, b_r, b_z, b_n):
     def step(h, inputs):
         xr, xz, xn, reset = inputs
         h = jnp.where(reset[..., None], 0.0, h)
-        r = jax.nn.sigmoid(xr + h @ w_r + b_r)
-        z = jax.nn.sigmoid(xz + h @ w_z + b_z)
-        hn = h @ w_n + b_n
+        r = jax.nn.sigmoid(xr + matmul(h, w_r) + b_r)
+        z = jax.nn.sigmoid(xz + matmul(h, w_z) + b_z)
+        hn = matmul(h, w_n) + b_n
         n = jnp.tanh(xn + r * hn)
         h_new = (1.0 - z) * n + z * h
         return h_new, (h_new, h, r, z, n, hn)
@@ -58,13 +60,12 @@ def _gru_bwd(residuals, d_hs):
         da_r = da_n * hn_t * r_t * (1.0 - r_t)
         da_z = g * (h_p - n_t) * z_t * (1.0 - z_t)
         dhn = da_n * r_t
-        dh = g * z_t + da_r @ w_r.T + da_z @ w_z.T + dhn @ w_n.T
+        dh = g * z_t + matmul(da_r, w_r.T) + matmul(da_z, w_z.T) + matmul(dhn, w_n.T)
         dh = jnp.where(reset[..., None], 0.0, dh)
         return dh, (da_r, da_z, da_n, dhn)
 
     dh0, (da_r, da_z, da_n, dhn) = jax.lax.scan(step, jnp.zeros_like(d_hs[0]),
                                                 (d_hs, h_prev, r, z, n, hn, resets), reverse=True)
-    contract = lambda a, b: jnp.einsum("...i,...j->ij", a, b)  # noqa: E731 - sum over time and batch
     flat_sum = lambda a: a.reshape(-1, a.shape[-1]).sum(axis=0)  # noqa: E731
     return (dh0, da_r, da_z, da_n, None, contract(h_prev, da_r), contract(h_prev, da_z), contract(h_prev, dhn),
             flat_sum(da_r), flat_sum(da_z), flat_sum(dhn))
@@ -87,7 +88,7 @@ class ResettableGRU(nn.Module):
     def __call__(self, h0: jax.Array, xs: jax.Array, resets: jax.Array) -> tuple[jax.Array, jax.Array]:
         """h0 [*batch, H], xs [T, *batch, in], resets [T, *batch] -> (h_T [*batch, H], hs [T, *batch, H])."""
         hidden = self.hidden_dim
-        x_r, x_z, x_n = jnp.split(nn.Dense(3 * hidden, name="input")(xs), 3, axis=-1)
+        x_r, x_z, x_n = jnp.split(Dense(3 * hidden, name="input")(xs), 3, axis=-1)
         # PyTorch's GRU initialization, U(-1/sqrt(H), 1/sqrt(H)), as in pymarl. (Not orthogonal: its QR
         # decomposition, batched over vmapped seeds, can deadlock XLA:CPU's two-thread pool on 2-core machines.)
         init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -106,9 +107,9 @@ class RNNAgent(nn.Module):
     @nn.compact
     def __call__(self, h0: jax.Array, xs: jax.Array, resets: jax.Array) -> tuple[jax.Array, jax.Array]:
         """h0 [*batch, H], xs [T, *batch, in], resets [T, *batch] -> (h_T, scores [T, *batch, |A|])."""
-        embedded = nn.relu(nn.Dense(self.hidden_dim, name="fc1")(xs))
+        embedded = nn.relu(Dense(self.hidden_dim, name="fc1")(xs))
         h_last, hs = ResettableGRU(self.hidden_dim, name="gru")(h0, embedded, resets)
-        return h_last, nn.Dense(self.n_actions, name="fc2")(hs)
+        return h_last, Dense(self.n_actions, name="fc2")(hs)
 
 
 def agent_inputs(obs: jax.Array, last_action: jax.Array, n_actions: int, extra: tuple[jax.Array, ...] = ()
