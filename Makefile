@@ -29,7 +29,7 @@ demo: $(STAMP)
 	@echo "Exported policy: $(DEMO_OUT)/policy/"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests
 
 clean-demo:
 	rm -rf $(DEMO_OUT)
