@@ -1,11 +1,12 @@
 """CADP's cost per env step: CADP-QMIX against plain QMIX at identical settings, in one run.
 
 Both programs are compiled first; then timed calls (each a jitted scan of learning iterations: a rollout of
-`rollout.num_envs` whole episodes and one update on 32 sampled episodes, as in `throughput.py`) alternate
+`rollout.num_envs` whole episodes and `algo.updates_per_rollout` updates on 32 sampled episodes each, as in
+`throughput.py`) alternate
 between the two, so both see the same machine load. The figure is the ratio of medians of time per env step,
 CADP / QMIX (target: at most 1.3). Beside it, XLA's own count of floating-point operations per compiled call
 (`cost_analysis`), whose ratio says how much of the time ratio is simply the larger network. Compile times are
-reported separately. Results: benchmarks/results/cadp_overhead.json.
+reported separately. Results: benchmarks/results/cadp_overhead.json (or `--out NAME`).
 
     python benchmarks/cadp_overhead.py                    # SMAX 5m_vs_6m, pymarl settings
     python benchmarks/cadp_overhead.py --map 3m --repeats 7

@@ -51,6 +51,11 @@ def _contract_last(x: jax.Array, w: jax.Array) -> jax.Array:
     return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
 
+def _sum_of_outer_products(a16: jax.Array, b16: jax.Array) -> jax.Array:
+    """a [..., i], b [..., j] (bfloat16) -> Σ over leading axes of a ⊗ b, [i, j], accumulated in float32."""
+    return jnp.einsum("...i,...j->ij", a16, b16, preferred_element_type=jnp.float32)
+
+
 @jax.custom_vjp
 def bfloat16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     """x [..., k] @ w [k, m] -> [..., m] in float32, from bfloat16-rounded inputs accumulated in float32.
@@ -72,8 +77,7 @@ def _bfloat16_matmul_bwd(residuals, g):
     x16, w16 = residuals
     g16 = g.astype(jnp.bfloat16)
     dx = lax.dot_general(g16, w16, (((g.ndim - 1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
-    dw = jnp.einsum("...k,...m->km", x16, g16, preferred_element_type=jnp.float32)
-    return dx, dw
+    return dx, _sum_of_outer_products(x16, g16)
 
 
 bfloat16_matmul.defvjp(_bfloat16_matmul_fwd, _bfloat16_matmul_bwd)
@@ -89,8 +93,7 @@ def contract(a: jax.Array, b: jax.Array) -> jax.Array:
     precision, accumulated in float32."""
     if not bfloat16_active():
         return jnp.einsum("...i,...j->ij", a, b)
-    return jnp.einsum("...i,...j->ij", a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
-                      preferred_element_type=jnp.float32)
+    return _sum_of_outer_products(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
 
 
 def _dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):

@@ -8,9 +8,9 @@ import copy
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -198,9 +198,10 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
             if rows and win_key in rows[-1]:
                 latest_win = f"{np.mean([r[win_key] for r in rows if r['block'] == rows[-1]['block']]):.2f}"
             progress.update(min(done_steps, config.steps), config.steps, rate, latest_win)
-            history.extend(rows)
-            if stop_when is not None and chunk < program.n_chunks - 1 and stop_when(history):
-                stopped_early = done_steps
+            if stop_when is not None:
+                history.extend(rows)
+                if chunk < program.n_chunks - 1 and stop_when(history):
+                    stopped_early = done_steps
             last_chunk = chunk == program.n_chunks - 1 or stopped_early is not None
             every = config.log.checkpoint_every
             if last_chunk or (every and (chunk + 1) % every == 0):
