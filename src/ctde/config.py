@@ -96,8 +96,8 @@ class PPOConfig:
     value_norm: bool = option(True, "normalize value targets with running statistics (MAPPO's ValueNorm)")
     chunk_length: int = option(10, "steps per recurrent training chunk (data chunk length)")
     critic_input: Literal["state", "agent_specific"] = option(
-        "state", "MAPPO value input: global state + agent id, or agent-specific (state + own observation + id); "
-        "IPPO always uses the agent's own observation + id")
+        "state", "MAPPO value input: the global state (one value per environment, MAPPO's EP), or agent-specific "
+        "(state + own observation + agent id, one value per agent); IPPO always uses the agent's own observation + id")
 
 
 @dataclass

@@ -3,8 +3,9 @@ updates and then discarded.
 
 Recurrent MAPPO as in Yu et al. (2022) with the defaults of CADP's MAPPO experiments (ALGORITHMS.md): the
 paradigm's actor (shared across agents) and a recurrent value network owned by this backbone, fed the global
-state and the agent's id (`ppo.critic_input=state`), the state plus the agent's own observation
-(`agent_specific`), or, for IPPO, the agent's own observation only. GAE(lambda), clipped surrogate, clipped
+state alone (`ppo.critic_input=state`, MAPPO's "EP" value: one value per environment, shared by its agents),
+the state plus the agent's own observation and id (`agent_specific`, one value per agent), or, for IPPO, the
+agent's own observation and id. GAE(lambda), clipped surrogate, clipped
 Huber value loss on normalized returns, entropy bonus, available-action masking of the policy, gradient-norm
 clipping per network, and recurrent training on chunks of `ppo.chunk_length` steps that start from the
 recurrent states recorded during the rollout.
@@ -37,7 +38,7 @@ NEG_INF = -1e10
 
 
 class RecurrentCritic(nn.Module):
-    """Linear(in -> H), ReLU, GRU(H), Linear(H -> 1), shared across agents. [T, *B, n, in] -> [T, *B, n]."""
+    """Linear(in -> H), ReLU, GRU(H), Linear(H -> 1), shared across value heads. [T, *B, v, in] -> [T, *B, v]."""
 
     hidden_dim: int
 
@@ -173,25 +174,36 @@ class PPO:
 
     # -- networks ----------------------------------------------------------------------------------------
 
+    @property
+    def value_heads(self) -> int:
+        """Values per environment-step: 1 when the value reads only the global state, else one per agent."""
+        return 1 if self.critic_input == "state" else self.env.spec.n_agents
+
     def critic_features(self, inputs: AgentInputs) -> jax.Array:
-        """Value-network input per agent: [T, *B, n, d]."""
+        """Value-network input: [T, *B, value_heads, d]."""
+        if self.critic_input == "state":
+            return inputs.state[..., None, :]
         obs = inputs.obs
         n = obs.shape[-2]
         ids = jnp.broadcast_to(jnp.eye(n, dtype=obs.dtype), (*obs.shape[:-2], n, n))
         if self.critic_input == "local":
             return jnp.concatenate([obs, ids], axis=-1)
         state = jnp.broadcast_to(inputs.state[..., None, :], (*obs.shape[:-1], inputs.state.shape[-1]))
-        if self.critic_input == "agent_specific":
-            return jnp.concatenate([state, obs, ids], axis=-1)
-        return jnp.concatenate([state, ids], axis=-1)
+        return jnp.concatenate([state, obs, ids], axis=-1)
 
     def critic_values(self, critic_params, carry, inputs: AgentInputs) -> tuple[jax.Array, jax.Array]:
+        """(new carry [*B, value_heads, H], values [T, *B, n]).
+
+        A state-only value is the same function of the same input for every agent, so it is computed once per
+        environment and broadcast to the agents (MAPPO computes n identical copies); per-agent masking of the
+        value loss then weights each step by its living agents, exactly as with the copies."""
         x = self.critic_features(inputs)
         resets = jnp.broadcast_to(inputs.reset[..., None], x.shape[:-1])
-        return self.critic.apply(critic_params, carry, x, resets)
+        new_carry, values = self.critic.apply(critic_params, carry, x, resets)
+        return new_carry, jnp.broadcast_to(values, inputs.obs.shape[:-1])
 
     def critic_carry(self, batch_shape: tuple[int, ...]) -> jax.Array:
-        return jnp.zeros((*batch_shape, self.env.spec.n_agents, self.algo.hidden_dim))
+        return jnp.zeros((*batch_shape, self.value_heads, self.algo.hidden_dim))
 
     def actor(self) -> Actor:
         """Samples from the collecting model's masked policy; records what the update needs."""
