@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctde.experiments.report import curves
+from ctde.experiments.report import curves, label_env_steps
 from ctde.training.runner import load_run_config, train
 
 RESULTS = Path(__file__).parent / "results"
@@ -168,7 +168,7 @@ def figure(curve_data: dict, rows: list[str], maps: list[str], path: Path, title
             ax.axvline(cell["prune_start"], color="grey", linestyle="--", linewidth=1)
             ax.text(cell["prune_start"], 1.0, " pruning starts", va="top", fontsize=7, color="grey")
             ax.set_ylim(-0.02, 1.02)
-            ax.set_xlabel("env steps")
+            label_env_steps(ax)
             ax.set_ylabel("test win rate")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="upper left")

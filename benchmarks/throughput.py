@@ -190,6 +190,8 @@ def main() -> None:
     parser.add_argument("--env-counts", default="16,64,512")
     parser.add_argument("--mappo-envs", default="64,256", help="parallel environments for MAPPO ('' to skip)")
     parser.add_argument("--mappo-precisions", default="float32,bfloat16", help="algo.matmul_precision values")
+    parser.add_argument("--out", default="throughput.json", help="file name under benchmarks/results/ (a partial "
+                        "measurement, e.g. --settings '' for MAPPO alone, should not overwrite the full one)")
     args = parser.parse_args()
     mappo_envs = [int(n) for n in args.mappo_envs.split(",") if n]
     env_counts = sorted({*(int(n) for n in args.env_counts.split(",")), *mappo_envs})
@@ -201,7 +203,7 @@ def main() -> None:
     for row in results["env_only"]:
         print(f"env only, {row['num_envs']:>4} envs: {row['steps_per_second']:>10,.0f} steps/s", flush=True)
     results["ours"] = {}
-    for name in args.settings.split(","):
+    for name in (n for n in args.settings.split(",") if n):
         iterations = 4 if name.startswith("b") else 40
         results["ours"][name] = ours(args.map, SETTINGS[name], iterations, args.repeats)
         r = results["ours"][name]
@@ -241,7 +243,7 @@ def main() -> None:
     for name, r in results["ours"].items():
         r["fraction_of_env_only_ceiling"] = r["steps_per_second"] / ceiling
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "throughput.json"
+    path = RESULTS / args.out
     path.write_text(json.dumps(results, indent=2))
     print(f"wrote {path}")
 

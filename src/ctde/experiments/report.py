@@ -35,6 +35,14 @@ def curves(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
+def label_env_steps(ax) -> None:
+    """x axis in env steps with engineering ticks (250k, 1.5M): plain integers run into each other."""
+    from matplotlib.ticker import EngFormatter
+
+    ax.set_xlabel("env steps")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+
+
 def plot_learning_curves(rows: list[dict], path: str | Path, title: str, show_win_rate: bool = True,
                          marks: dict[str, float] | None = None, diagnostics: tuple[str, ...] = ()) -> Path:
     """Test curves of every evaluated model (mean and min-max over seeds), one panel per metric, plus one
@@ -64,7 +72,7 @@ def plot_learning_curves(rows: list[dict], path: str | Path, title: str, show_wi
                 continue
             ax.axvline(x, color="grey", linestyle="--", linewidth=1)
             ax.text(x, ax.get_ylim()[1], f" {label}", va="top", fontsize=8, color="grey")
-        ax.set_xlabel("env steps")
+        label_env_steps(ax)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
