@@ -140,3 +140,21 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(run_training, monk
     from ctde.training.runner import evaluate
 
     evaluate(run_dir, episodes=4, quiet=True)  # the kept checkpoint is usable
+
+
+def test_steps_to_reach_uses_the_median_over_seeds_and_skips_unevaluated_points():
+    """Report figure 'env steps to median test win rate': the first test point whose median over seeds reaches
+    the threshold; points where no seed evaluated the model (a PTDE student before stage 2) never count."""
+    import warnings
+
+    from ctde.experiments.report import steps_to_reach
+
+    win = {0: [None, None, 0.5, 0.9], 1: [None, None, 0.7, 0.95], 2: [None, None, 0.9, 0.2]}
+    rows = [{"seed": seed, "block": block, "env_steps": 1000 * (block + 1),
+             "test/student/win_rate": float("nan") if rate is None else rate}
+            for seed, rates in win.items() for block, rate in enumerate(rates)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an all-NaN median used to warn
+        assert steps_to_reach(rows, "student", 0.7) == 3000.0  # medians: -, -, 0.7, 0.9
+        assert steps_to_reach(rows, "student", 0.8) == 4000.0
+        assert steps_to_reach(rows, "student", 0.95) is None

@@ -106,7 +106,10 @@ def steps_to_reach(rows: list[dict], model: str, threshold: float, metric: str =
     steps, values = curves(rows, f"test/{model}/{metric}")
     if values.size == 0:
         return None
-    median = np.nanmedian(values, axis=0)
+    # Test points where no seed evaluated this model (a PTDE student before stage 2) never count as reached.
+    evaluated = ~np.all(np.isnan(values), axis=0)
+    median = np.full(values.shape[1], -np.inf)
+    median[evaluated] = np.nanmedian(values[:, evaluated], axis=0)
     hits = np.nonzero(median >= threshold)[0]
     return float(steps[hits[0]]) if hits.size else None
 
