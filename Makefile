@@ -29,7 +29,7 @@ demo: $(STAMP)
 	@echo "Exported policy: $(DEMO_OUT)/policy/"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15 tests
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -39,10 +39,10 @@ def test_hallway_agents_learn_to_enter_together(run_training, algo):
 def test_iql_on_hallway_is_documented_not_required(run_training):
     """IQL learns each agent's utility from the team reward with no mixer, so nothing assigns credit for the
     joint entry; it is allowed to fall short of the rendezvous. On this small corridor it usually solves it
-    too (all 3 seeds by 12k steps when measured), so we assert only that it does much better than chance
-    (a uniformly random pair wins under 10% of episodes) and print what it reached."""
-    result = run_training("env=toy:hallway", "algo=iql", "steps=24000", "eval.interval=3000",
-                          "algo.epsilon_anneal_steps=12000", *COMMON)
+    too, so we assert only that it does much better than chance (a uniformly random pair wins under 10% of
+    episodes) and print what it reached; half the value-decomposition tests' budget is enough for that."""
+    result = run_training("env=toy:hallway", "algo=iql", "steps=12000", "eval.interval=3000",
+                          "algo.epsilon_anneal_steps=6000", *COMMON)
     win_rate = _final_median(result, "test/agent/win_rate")
     print(f"IQL hallway median win rate: {win_rate:.2f}")
     assert win_rate >= 0.3
