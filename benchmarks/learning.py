@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from ctde.experiments.report import curves, label_env_steps
-from ctde.training.runner import train
+from ctde.config import to_dict
+from ctde.experiments.report import curves, label_env_steps, steps_to_reach
+from ctde.training.logger import read_metrics
+from ctde.training.runner import load_run_config, train
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = "agent"
@@ -37,8 +38,8 @@ def median_win_rate(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def build_record(run_dir: Path, threshold: float) -> dict:
     """The benchmark's record from a run directory's metrics, summary and resolved config."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    rows = read_metrics(run_dir)
+    config = to_dict(load_run_config(run_dir))
     summary = json.loads((run_dir / "summary.json").read_text())
     steps, win, median = median_win_rate(rows)
     _, wall = curves(rows, "wall_seconds")
@@ -115,7 +116,7 @@ def main() -> None:
             shutil.rmtree(out)
 
         def median_reached(rows: list[dict]) -> bool:
-            return bool(np.any(median_win_rate(rows)[2] >= args.threshold))
+            return steps_to_reach(rows, MODEL, args.threshold) is not None
 
         tic = time.perf_counter()
         train([f"env=smax:{args.map}", f"algo={args.algo}", f"seeds={args.seeds}", f"steps={int(args.steps)}",
