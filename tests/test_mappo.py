@@ -126,3 +126,45 @@ def test_state_value_is_one_per_environment_and_agent_specific_one_per_agent(cri
         assert spread == 0.0
     else:
         assert spread > 1e-4
+
+
+@pytest.mark.parametrize("paradigm", ["ctde", "cadp"])
+def test_a_minibatch_processed_in_slices_makes_the_same_update(paradigm):
+    """`ppo.slice_rows` only changes how a minibatch's gradient is computed (summed over weighted slices of
+    chunks), not what it is: parameters, losses and metrics after one update match the single-pass update.
+    CADP's pruning term is switched on from step 0, so its auxiliary loss is part of the comparison. SMAX 3m
+    after a rollout has dead agents and finished episodes, so slices count different numbers of steps."""
+    from ctde.algos.mappo import slice_count
+    from ctde.config import build_config
+    from ctde.training.loop import build_program
+    from ctde.training.resolve import resolve
+    from ctde.training.rollout import run_rollout
+
+    assert slice_count(16, 15, 0) == 1 and slice_count(16, 15, 240) == 1
+    assert slice_count(16, 15, 60) == 4 and slice_count(2560, 50, 8192) == 16
+
+    def one_update(slice_rows):
+        config = resolve(build_config(["env=smax:3m", "algo=mappo", f"paradigm={paradigm}", "rollout.num_envs=4",
+                                       "rollout.length=40", "ppo.chunk_length=10", f"ppo.slice_rows={slice_rows}",
+                                       "out=/tmp/unused"] + (["cadp.prune_start=0"] if paradigm == "cadp" else [])))
+        backbone = build_program(config).backbone
+        state = backbone.init(jax.random.PRNGKey(0))
+        trajectory, _, rollout = run_rollout(backbone.env, backbone.actor(), state.params, jax.random.PRNGKey(1),
+                                             state.rollout, length=40, auto_reset=True)
+        chunks, _ = backbone.prepare(state, trajectory, rollout.carry[1])
+        indices = jax.random.permutation(jax.random.PRNGKey(2), backbone.n_chunks)
+        new_state, metrics = jax.jit(backbone.update)(state, chunks, indices, jax.random.PRNGKey(3))
+        return backbone.slices, chunks["mask"], new_state.params, metrics
+
+    whole_slices, mask, whole_params, whole_metrics = one_update(0)
+    sliced_slices, _, sliced_params, sliced_metrics = one_update(60)  # 60 agent-steps = 2 chunks of 10 x 3
+    assert (whole_slices, sliced_slices) == (1, 8)
+    per_chunk = np.asarray(mask).sum(axis=(1, 2))
+    assert len(set(per_chunk.tolist())) > 1  # uneven counts: a plain average of slices would be wrong
+    for key in whole_metrics:
+        np.testing.assert_allclose(np.asarray(sliced_metrics[key]), np.asarray(whole_metrics[key]), rtol=2e-4,
+                                   atol=1e-6, err_msg=key)
+    if paradigm == "cadp":
+        assert float(whole_metrics["pruning_loss"]) > 0
+    for whole, sliced in zip(jax.tree.leaves(whole_params), jax.tree.leaves(sliced_params)):
+        np.testing.assert_allclose(np.asarray(sliced), np.asarray(whole), rtol=1e-4, atol=1e-6)

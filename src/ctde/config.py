@@ -95,6 +95,10 @@ class PPOConfig:
     value_clip: bool = option(True, "clip value updates around the rollout's values")
     value_norm: bool = option(True, "normalize value targets with running statistics (MAPPO's ValueNorm)")
     chunk_length: int = option(10, "steps per recurrent training chunk (data chunk length)")
+    slice_rows: int = option(
+        8192, "agent-steps per gradient pass: a larger minibatch is processed in slices of whole chunks whose "
+        "gradients are summed, weighted by their share of the counted steps (the same update, in pieces that stay "
+        "in the CPU cache; 0 = the whole minibatch in one pass)")
     critic_input: Literal["state", "agent_specific"] = option(
         "state", "MAPPO value input: the global state (one value per environment, MAPPO's EP), or agent-specific "
         "(state + own observation + agent id, one value per agent); IPPO always uses the agent's own observation + id")

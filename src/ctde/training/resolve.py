@@ -70,6 +70,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         require([
             (ppo.epochs >= 1 and ppo.minibatches >= 1, "ppo.epochs and ppo.minibatches must be at least 1"),
             (ppo.chunk_length >= 1, "ppo.chunk_length must be at least 1"),
+            (ppo.slice_rows >= 0, "ppo.slice_rows must be at least 0 (0 = no slicing)"),
             (0 < ppo.clip < 1, "ppo.clip must be in (0, 1)"),
             (0 <= ppo.gae_lambda <= 1, "ppo.gae_lambda must be in [0, 1]"),
         ])
