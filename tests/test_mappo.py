@@ -130,11 +130,11 @@ def test_state_value_is_one_per_environment_and_agent_specific_one_per_agent(cri
 
 @pytest.mark.parametrize("paradigm", ["ctde", "cadp"])
 def test_a_minibatch_processed_in_slices_makes_the_same_update(paradigm):
-    """`ppo.slice_rows` only changes how a minibatch's gradient is computed (summed over weighted slices of
+    """`algo.slice_rows` only changes how a minibatch's gradient is computed (summed over weighted slices of
     chunks), not what it is: parameters, losses and metrics after one update match the single-pass update.
     CADP's pruning term is switched on from step 0, so its auxiliary loss is part of the comparison. SMAX 3m
     after a rollout has dead agents and finished episodes, so slices count different numbers of steps."""
-    from ctde.algos.mappo import slice_count
+    from ctde.algos.slicing import slice_count
     from ctde.config import build_config
     from ctde.training.loop import build_program
     from ctde.training.resolve import resolve
@@ -145,7 +145,7 @@ def test_a_minibatch_processed_in_slices_makes_the_same_update(paradigm):
 
     def one_update(slice_rows):
         config = resolve(build_config(["env=smax:3m", "algo=mappo", f"paradigm={paradigm}", "rollout.num_envs=4",
-                                       "rollout.length=40", "ppo.chunk_length=10", f"ppo.slice_rows={slice_rows}",
+                                       "rollout.length=40", "ppo.chunk_length=10", f"algo.slice_rows={slice_rows}",
                                        "out=/tmp/unused"] + (["cadp.prune_start=0"] if paradigm == "cadp" else [])))
         backbone = build_program(config).backbone
         state = backbone.init(jax.random.PRNGKey(0))

@@ -61,6 +61,10 @@ class AlgoConfig:
         "float32", "matmuls of every network in the gradient step: float32, or bfloat16 inputs with float32 "
         "accumulation (faster where the hardware has bfloat16 units: AVX512-BF16 CPUs, GPUs); parameters, "
         "rollouts, evaluation and the exported policy stay float32")
+    slice_rows: int = option(
+        8192, "agent-steps per gradient pass: a larger batch (replay sample, MAPPO minibatch) is processed in "
+        "slices of whole sequences or chunks whose loss is weighted by their share of the counted steps: the same "
+        "update, in pieces that stay in the CPU cache (0 = the whole batch in one pass)")
     # Value decomposition only:
     batch_size: int = option(32, "sequences (episodes) per gradient update")
     buffer_size: int = option(5000, "replay capacity in sequences (episodes)")
@@ -95,10 +99,6 @@ class PPOConfig:
     value_clip: bool = option(True, "clip value updates around the rollout's values")
     value_norm: bool = option(True, "normalize value targets with running statistics (MAPPO's ValueNorm)")
     chunk_length: int = option(10, "steps per recurrent training chunk (data chunk length)")
-    slice_rows: int = option(
-        8192, "agent-steps per gradient pass: a larger minibatch is processed in slices of whole chunks whose "
-        "gradients are summed, weighted by their share of the counted steps (the same update, in pieces that stay "
-        "in the CPU cache; 0 = the whole minibatch in one pass)")
     critic_input: Literal["state", "agent_specific"] = option(
         "state", "MAPPO value input: the global state (one value per environment, MAPPO's EP), or agent-specific "
         "(state + own observation + agent id, one value per agent); IPPO always uses the agent's own observation + id")

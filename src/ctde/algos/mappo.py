@@ -14,18 +14,15 @@ A minibatch is a set of (environment, chunk) pairs with every agent of each envi
 paradigm that attends over teammates (CADP) sees the real teammates at update time. Steps where an agent is
 dead or past the rollout are masked out of actor, value and auxiliary losses.
 
-A large minibatch is processed in slices of whole chunks (`ppo.slice_rows` agent-steps each) whose gradients
-are summed before the one optimizer step. Every loss term is a mean over the counted (step, agent) pairs, so
-weighting each slice's loss by its share of those pairs gives exactly the minibatch's loss and gradient; what
-changes is only that each pass's activations fit in the CPU cache (one pass over 64 environments' rollout is
-about twice as slow per sample as 16 passes over 4 environments each).
+A large minibatch's gradient is computed in slices of whole chunks (`algo.slice_rows` agent-steps each; see
+`ctde.algos.slicing`): every loss term is a mean over the counted (step, agent) pairs, so the slices' losses
+weighted by their shares of those pairs are exactly the minibatch's.
 
 The training step of any paradigm on this backbone is `loss` plus `update` below.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -36,6 +33,7 @@ from flax import struct
 
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
+from ctde.algos.slicing import slice_count, sum_over_slices
 from ctde.nets.precision import Dense, learner_precision
 from ctde.nets.rnn import ResettableGRU
 from ctde.paradigms.base import AgentInputs, Paradigm
@@ -144,18 +142,6 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(x * mask) / jnp.maximum(mask.sum(), 1.0)
 
 
-def slice_count(chunks: int, rows_per_chunk: int, slice_rows: int) -> int:
-    """How many equal slices of whole chunks a minibatch of `chunks` chunks is processed in: a divisor of
-    `chunks` whose slices come nearest (by ratio) to `slice_rows` agent-steps; 1 when slicing is off (0) or the
-    minibatch is no larger than one slice."""
-    if slice_rows <= 0 or chunks * rows_per_chunk <= slice_rows:
-        return 1
-    wanted = max(slice_rows / rows_per_chunk, 1.0)  # chunks per slice
-    sizes = [d for d in range(1, chunks + 1) if chunks % d == 0]
-    best = min(sizes, key=lambda size: abs(math.log(size / wanted)))
-    return chunks // best
-
-
 def chunk_starts(num_envs: int, length: int, chunk_length: int) -> tuple[jax.Array, jax.Array]:
     """(environment index, first step) of every training chunk; a chunk holds all agents of its steps."""
     per_env = length // chunk_length
@@ -181,7 +167,7 @@ class PPO:
         self.n_chunks = self.num_envs * (self.length // self.ppo.chunk_length)
         self.chunks_per_minibatch = self.n_chunks // self.ppo.minibatches
         self.slices = slice_count(self.chunks_per_minibatch, self.ppo.chunk_length * spec.n_agents,
-                                  self.ppo.slice_rows)
+                                  self.algo.slice_rows)
 
         def network_optimizer():
             return optax.chain(optax.clip_by_global_norm(self.algo.grad_clip), optax.adam(self.algo.lr, eps=1e-5))
@@ -311,9 +297,8 @@ class PPO:
                ) -> tuple[PPOState, dict[str, jax.Array]]:
         """One optimizer step on the minibatch of chunks `indices` [M] of the prepared rollout `chunks`.
 
-        The gradient is accumulated over `self.slices` slices of the minibatch, each slice's loss weighted by its
-        share of the minibatch's counted (step, agent) pairs: since every loss term is a mean over those pairs,
-        the sum is the minibatch's loss and gradient."""
+        The gradient is summed over `self.slices` slices of the minibatch, each slice's loss weighted by its
+        share of the minibatch's counted (step, agent) pairs (`sum_over_slices`)."""
 
         def slice_loss(params, indices, key):
             with learner_precision(self.algo.matmul_precision):
@@ -325,19 +310,8 @@ class PPO:
         else:
             slices = indices.reshape(self.slices, -1)
             counts = jnp.sum(chunks["mask"][slices], axis=tuple(range(1, chunks["mask"].ndim + 1)))
-            total = counts.sum()
-            # With nothing counted every term is 0 whatever the weights; equal weights keep constant metrics.
-            weights = jnp.where(total > 0, counts / jnp.maximum(total, 1.0), 1.0 / self.slices)
-
-            def accumulate(sums, xs):
-                slice_indices, weight, slice_key = xs
-                result = slice_loss(state.params, slice_indices, slice_key)
-                return jax.tree.map(lambda total, part: total + weight * part, sums, result), None
-
-            shapes = jax.eval_shape(slice_loss, state.params, slices[0], key)
-            zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-            slice_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(self.slices))
-            ((loss, metrics), grads), _ = jax.lax.scan(accumulate, zeros, (slices, weights, slice_keys))
+            (loss, metrics), grads = sum_over_slices(lambda part, k: slice_loss(state.params, part, k), slices,
+                                                     counts, key)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "actor_grad_norm": optax.tree.norm(grads.agents),

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from ctde.algos.slicing import slice_count, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.mixers import make_mixer
@@ -201,10 +202,19 @@ class ValueDecomposition:
         batch = self.replay.sample(replay, sample_key).experience  # [B, T + 1, ...]
 
         def loss_and_grads(length: int, batch: Trajectory):
-            prefix = jax.tree.map(lambda x: x[:, :length], batch).transpose()
-            with learner_precision(self.algo.matmul_precision):
-                return jax.value_and_grad(self.td_loss, has_aux=True)(params, target_params, prefix, env_steps,
-                                                                      loss_key)
+            def one_slice(sequences: Trajectory, key: jax.Array):
+                prefix = jax.tree.map(lambda x: x[:, :length], sequences).transpose()
+                with learner_precision(self.algo.matmul_precision):
+                    return jax.value_and_grad(self.td_loss, has_aux=True)(params, target_params, prefix, env_steps,
+                                                                          key)
+
+            slices = slice_count(self.algo.batch_size, length * self.env.spec.n_agents, self.algo.slice_rows)
+            if slices == 1:
+                return one_slice(batch, loss_key)
+            # Slices of whole sequences, weighted by their valid steps (the TD loss's mask; see ctde.algos.slicing).
+            parts = jax.tree.map(lambda x: x.reshape(slices, -1, *x.shape[1:]), batch)
+            counts = jnp.sum(parts.valid[:, :, :length - 1], axis=(1, 2))
+            return sum_over_slices(one_slice, parts, counts, loss_key)
 
         if len(self.trim_lengths) == 1:
             (loss, metrics), grads = loss_and_grads(self.trim_lengths[0], batch)

@@ -53,6 +53,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         (0 <= algo.epsilon_finish <= 1 and 0 <= algo.epsilon_start <= 1, "epsilon values must be in [0, 1]"),
         (algo.hidden_dim >= 1, "algo.hidden_dim must be positive"),
         (algo.grad_clip > 0, "algo.grad_clip must be positive"),
+        (algo.slice_rows >= 0, "algo.slice_rows must be 0 (the whole batch in one pass) or positive"),
     ]
     require(checks)
     from ctde.algos import POLICY_GRADIENT
@@ -70,7 +71,6 @@ def resolve(config: TrainConfig) -> TrainConfig:
         require([
             (ppo.epochs >= 1 and ppo.minibatches >= 1, "ppo.epochs and ppo.minibatches must be at least 1"),
             (ppo.chunk_length >= 1, "ppo.chunk_length must be at least 1"),
-            (ppo.slice_rows >= 0, "ppo.slice_rows must be at least 0 (0 = no slicing)"),
             (0 < ppo.clip < 1, "ppo.clip must be in (0, 1)"),
             (0 <= ppo.gae_lambda <= 1, "ppo.gae_lambda must be in [0, 1]"),
         ])

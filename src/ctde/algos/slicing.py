@@ -1,0 +1,60 @@
+"""A batch's gradient computed in slices: the same update, in pieces whose activations stay in the CPU cache.
+
+Every backbone's loss is a sum of masked means over its batch: each term sums per-sample values over the
+counted samples (valid steps, living agents) and divides by their number. For such a loss, splitting the batch
+into slices S_1..S_k with N_s counted samples each gives exactly
+
+    L(batch) = Σ_s (N_s / N) · L(S_s),    N = Σ_s N_s,
+
+and the same for its gradient and for any metric that is such a mean. Processing a slice at a time changes
+only the memory traffic: on these 2-core CPUs one pass over a large batch streams its activations through
+main memory, while slices of a few thousand agent-steps stay in cache (MAPPO's update over a 64-environment
+rollout ran 1.25x faster in slices, 1.6x at 256 environments).
+
+A backbone opts in by keeping that contract: `algo.slice_rows` sets the slice size in agent-steps (0 = off).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def slice_count(units: int, rows_per_unit: int, slice_rows: int) -> int:
+    """How many equal slices of whole units (sequences, chunks) a batch of `units` is processed in: a divisor of
+    `units` whose slices come nearest, by ratio, to `slice_rows` agent-steps; 1 when slicing is off (0) or the
+    batch is no larger than one slice."""
+    if slice_rows <= 0 or units * rows_per_unit <= slice_rows:
+        return 1
+    wanted = max(slice_rows / rows_per_unit, 1.0)  # units per slice
+    sizes = [d for d in range(1, units + 1) if units % d == 0]
+    best = min(sizes, key=lambda size: abs(math.log(size / wanted)))
+    return units // best
+
+
+def sum_over_slices(loss_and_grads: Callable[[Any, jax.Array], Any], slices: Any, counts: jax.Array,
+                    key: jax.Array) -> Any:
+    """Σ_s (N_s / N) · loss_and_grads(slice_s, key_s) over the leading axis of `slices`.
+
+    loss_and_grads(one slice, key) -> any pytree of arrays (typically ((loss, metrics), grads)), every leaf a
+    masked mean over the slice's counted samples or the gradient of one; slices: pytree with a leading slice
+    axis [k, ...]; counts: [k], the counted samples of each slice. Slice s gets key `fold_in(key, s)`. With
+    nothing counted anywhere every such mean is 0, and equal weights keep constant metrics unchanged.
+    """
+    k = counts.shape[0]
+    total = counts.sum()
+    weights = jnp.where(total > 0, counts / jnp.maximum(total, 1.0), 1.0 / k)
+    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(k))
+
+    def accumulate(sums, xs):
+        one_slice, weight, slice_key = xs
+        part = loss_and_grads(one_slice, slice_key)
+        return jax.tree.map(lambda total, value: total + weight * value, sums, part), None
+
+    shapes = jax.eval_shape(loss_and_grads, jax.tree.map(lambda x: x[0], slices), key)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    sums, _ = jax.lax.scan(accumulate, zeros, (slices, weights, keys))
+    return sums
