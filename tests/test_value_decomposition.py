@@ -184,19 +184,26 @@ def test_an_update_computed_in_slices_of_sequences_is_the_same_update(paradigm):
     from ctde.envs import make_env
     from ctde.paradigms import make_paradigm
 
-    results = []
+    from ctde.training.rollout import collect, epsilon_greedy
+
+    backbones = []
     for slice_rows in (0, 60):  # 60 agent-steps: a few 3-agent sequences per slice, whatever the trimmed length
         config = build_config(["env=smax:3m", "algo=qmix", f"paradigm={paradigm}", "algo.batch_size=8",
                                "rollout.num_envs=8", f"algo.slice_rows={slice_rows}"]
                               + (["cadp.prune_start=0"] if paradigm == "cadp" else []))
         config.algo.epsilon_anneal_steps = 1000
         env = make_env(config.env)
-        backbone = ValueDecomposition(config, env, make_paradigm(config, env.spec))
-        state = backbone.init(jax.random.PRNGKey(0))
-        state, *_ = jax.jit(backbone.iteration)(state)  # one rollout of 8 random episodes
-        learner = (state.params, state.target_params, state.opt_state, state.updates)
-        results.append(jax.jit(backbone.update)(learner, state.replay, state.env_steps, jax.random.PRNGKey(5)))
-    lengths = np.asarray(state.replay.experience.valid[0, :8].sum(axis=1))
+        backbones.append(ValueDecomposition(config, env, make_paradigm(config, env.spec)))
+    whole = backbones[0]
+    state = whole.init(jax.random.PRNGKey(0))
+    episodes, _ = collect(env, whole.paradigm, state.params.agents, jax.random.PRNGKey(1), num_envs=8,
+                          length=whole.length, auto_reset=False, model=whole.paradigm.collect_model,
+                          select_actions=epsilon_greedy(jnp.float32(1.0)))  # 8 random episodes
+    replay = whole.replay.add(state.replay, episodes)
+    learner = (state.params, state.target_params, state.opt_state, state.updates)
+    results = [jax.jit(backbone.update)(learner, replay, state.env_steps, jax.random.PRNGKey(5))
+               for backbone in backbones]
+    lengths = np.asarray(replay.experience.valid[0, :8].sum(axis=1))
     assert len(set(lengths.tolist())) > 1  # uneven slices: a plain average would differ
     ((params_whole, *_), metrics_whole), ((params_sliced, *_), metrics_sliced) = results
     for key in metrics_whole:

@@ -8,8 +8,8 @@ into slices S_1..S_k with N_s counted samples each gives exactly
 
 and the same for its gradient and for any metric that is such a mean. Processing a slice at a time changes
 only the memory traffic: on these 2-core CPUs one pass over a large batch streams its activations through
-main memory, while slices of a few thousand agent-steps stay in cache (MAPPO's update over a 64-environment
-rollout ran 1.25x faster in slices, 1.6x at 256 environments).
+main memory, while slices of a few thousand agent-steps stay in cache (MAPPO trained 1.25x faster in slices
+at 64 environments, 1.6x at 256).
 
 A backbone opts in by keeping that contract: `algo.slice_rows` sets the slice size in agent-steps (0 = off).
 """
