@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from ctde.algos.slicing import slice_count, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
-from ctde.algos.slicing import slice_count, sum_over_slices
 from ctde.nets.precision import Dense, learner_precision
 from ctde.nets.rnn import ResettableGRU
 from ctde.paradigms.base import AgentInputs, Paradigm
@@ -305,13 +305,10 @@ class PPO:
                 return jax.value_and_grad(self.loss, has_aux=True)(
                     params, self.gather(chunks, indices), state.value_norm, state.env_steps, key)
 
-        if self.slices == 1:
-            (loss, metrics), grads = slice_loss(state.params, indices, key)
-        else:
-            slices = indices.reshape(self.slices, -1)
-            counts = jnp.sum(chunks["mask"][slices], axis=tuple(range(1, chunks["mask"].ndim + 1)))
-            (loss, metrics), grads = sum_over_slices(lambda part, k: slice_loss(state.params, part, k), slices,
-                                                     counts, key)
+        slices = indices.reshape(self.slices, -1)
+        counts = jnp.sum(chunks["mask"][slices], axis=tuple(range(1, chunks["mask"].ndim + 1)))
+        (loss, metrics), grads = sum_over_slices(lambda part, k: slice_loss(state.params, part, k), slices,
+                                                 counts, key)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "actor_grad_norm": optax.tree.norm(grads.agents),

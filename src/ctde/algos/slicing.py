@@ -41,10 +41,13 @@ def sum_over_slices(loss_and_grads: Callable[[Any, jax.Array], Any], slices: Any
 
     loss_and_grads(one slice, key) -> any pytree of arrays (typically ((loss, metrics), grads)), every leaf a
     masked mean over the slice's counted samples or the gradient of one; slices: pytree with a leading slice
-    axis [k, ...]; counts: [k], the counted samples of each slice. Slice s gets key `fold_in(key, s)`. With
-    nothing counted anywhere every such mean is 0, and equal weights keep constant metrics unchanged.
+    axis [k, ...]; counts: [k], the counted samples of each slice. A single slice is evaluated as it is, with
+    `key` (exactly the unsliced computation); otherwise slice s gets key `fold_in(key, s)`. With nothing counted
+    anywhere every such mean is 0, and equal weights keep constant metrics unchanged.
     """
     k = counts.shape[0]
+    if k == 1:
+        return loss_and_grads(jax.tree.map(lambda x: x[0], slices), key)
     total = counts.sum()
     weights = jnp.where(total > 0, counts / jnp.maximum(total, 1.0), 1.0 / k)
     keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(k))

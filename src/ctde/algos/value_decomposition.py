@@ -209,8 +209,6 @@ class ValueDecomposition:
                                                                           key)
 
             slices = slice_count(self.algo.batch_size, length * self.env.spec.n_agents, self.algo.slice_rows)
-            if slices == 1:
-                return one_slice(batch, loss_key)
             # Slices of whole sequences, weighted by their valid steps (the TD loss's mask; see ctde.algos.slicing).
             parts = jax.tree.map(lambda x: x.reshape(slices, -1, *x.shape[1:]), batch)
             counts = jnp.sum(parts.valid[:, :, :length - 1], axis=(1, 2))
