@@ -177,8 +177,6 @@ class SMAXEnv:
                 raise ConfigError(f"SMAX offers the view '{FULL_OBS}', not '{view}'.")
         self.views = tuple(views)
         self.n_unit_features = len(smax.unit_features)
-        # For ally i, the other units in observation order: allies except i, then enemies (SMAX's layout).
-        self._others = np.array([[j for j in range(self.n_units) if j != i] for i in range(self.n_allies)])
         self.spec = EnvSpec(
             id=f"smax:{map_name}", n_agents=self.n_allies, n_actions=self.n_actions, obs_dim=smax.obs_size,
             state_dim=smax.state_size, episode_limit=limit, available_views={FULL_OBS: smax.obs_size},
@@ -226,7 +224,10 @@ class SMAXEnv:
         ], axis=-1)  # [na, U, 13]
         visible = (dist < sight.mask[:, None]) & alive[:na, None] & alive[None, :]
         features = jnp.where(visible[..., None], features, 0.0)
-        others = jnp.take_along_axis(features, jnp.asarray(self._others)[:, :, None], axis=1)
+        # Ally i sees the other units in order: unit k for k < i, then unit k + 1. A select between two
+        # shifted static slices says that without a gather, which XLA would not fuse on the CPU.
+        before_self = (jnp.arange(self.n_units - 1)[None, :] < jnp.arange(na)[:, None])[..., None]
+        others = jnp.where(before_self, features[:, :-1], features[:, 1:])
         own = jnp.concatenate([
             (state.unit_health / smax.unit_type_health[types])[:na, None],
             state.unit_positions[:na] / jnp.array([smax.map_width, smax.map_height]),
