@@ -80,10 +80,8 @@ def test_minibatches_keep_all_agents_of_an_environment_step_together():
     program = build_program(config)
     backbone = program.backbone
     state = backbone.init(jax.random.PRNGKey(0))
-    from ctde.training.rollout import run_rollout
 
-    trajectory, _, rollout = run_rollout(program.env, backbone.actor(), state.params, jax.random.PRNGKey(1),
-                                         state.rollout, length=20, auto_reset=True)
+    trajectory, _, rollout = backbone.collect(state, jax.random.PRNGKey(1))
     chunks, _ = backbone.prepare(state, trajectory, rollout.carry[1])
     env_of, first = chunk_starts(4, 20, 5)
     assert chunks["inputs"].obs.shape == (16, 5, 3, program.env.spec.obs_dim)  # [chunks, steps, agents, obs]
@@ -91,6 +89,9 @@ def test_minibatches_keep_all_agents_of_an_environment_step_together():
         e, t0 = int(env_of[k]), int(first[k])
         np.testing.assert_array_equal(np.asarray(chunks["inputs"].obs[k]), np.asarray(trajectory.obs[e, t0:t0 + 5]))
         np.testing.assert_array_equal(np.asarray(chunks["action"][k]), np.asarray(trajectory.action[e, t0:t0 + 5]))
+        # The recurrent states each chunk starts from are the ones the actor held before step t0 in env e.
+        for recorded, name in zip(trajectory.segment_carry, ("agent_carry", "critic_carry")):
+            np.testing.assert_array_equal(np.asarray(chunks[name][k]), np.asarray(recorded[e, t0 // 5]))
     order = jax.random.permutation(jax.random.PRNGKey(2), 16).reshape(2, 8)
     for minibatch in np.asarray(order):
         picked = np.asarray(chunks["inputs"].obs[minibatch])  # [8, 5, 3, obs]: whole agent sets per chunk
@@ -104,7 +105,6 @@ def test_state_value_is_one_per_environment_and_agent_specific_one_per_agent(cri
     from ctde.config import build_config
     from ctde.training.loop import build_program
     from ctde.training.resolve import resolve
-    from ctde.training.rollout import run_rollout
 
     config = resolve(build_config(["env=toy:hallway", "algo=mappo", "rollout.num_envs=2", "rollout.length=8",
                                    "ppo.chunk_length=4", f"ppo.critic_input={critic_input}", "out=/tmp/unused"]))
@@ -117,8 +117,7 @@ def test_state_value_is_one_per_environment_and_agent_specific_one_per_agent(cri
     heads = 1 if critic_input == "state" else spec.n_agents
     assert state.rollout.carry[1].shape == (2, heads, config.algo.hidden_dim)
 
-    trajectory, _, rollout = run_rollout(program.env, backbone.actor(), state.params, jax.random.PRNGKey(1),
-                                         state.rollout, length=8, auto_reset=True)
+    trajectory, _, rollout = backbone.collect(state, jax.random.PRNGKey(1))
     values = np.asarray(trajectory.extras["value"])  # [E, T + 1, n]
     assert values.shape[-1] == spec.n_agents == 2
     spread = np.abs(values - values[..., :1]).max()
@@ -138,7 +137,6 @@ def test_a_minibatch_processed_in_slices_makes_the_same_update(paradigm):
     from ctde.config import build_config
     from ctde.training.loop import build_program
     from ctde.training.resolve import resolve
-    from ctde.training.rollout import run_rollout
 
     assert slice_count(16, 15, 0) == 1 and slice_count(16, 15, 240) == 1
     assert slice_count(16, 15, 60) == 4 and slice_count(2560, 50, 8192) == 16
@@ -149,8 +147,7 @@ def test_a_minibatch_processed_in_slices_makes_the_same_update(paradigm):
                                        "out=/tmp/unused"] + (["cadp.prune_start=0"] if paradigm == "cadp" else [])))
         backbone = build_program(config).backbone
         state = backbone.init(jax.random.PRNGKey(0))
-        trajectory, _, rollout = run_rollout(backbone.env, backbone.actor(), state.params, jax.random.PRNGKey(1),
-                                             state.rollout, length=40, auto_reset=True)
+        trajectory, _, rollout = backbone.collect(state, jax.random.PRNGKey(1))
         chunks, _ = backbone.prepare(state, trajectory, rollout.carry[1])
         indices = jax.random.permutation(jax.random.PRNGKey(2), backbone.n_chunks)
         new_state, metrics = jax.jit(backbone.update)(state, chunks, indices, jax.random.PRNGKey(3))

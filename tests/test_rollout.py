@@ -49,3 +49,34 @@ def test_auto_reset_rollout_marks_episode_starts():
             assert traj.last_action[e, t + 1].tolist() == [-1, -1]
         assert traj.reset[e, 1:].sum() == len(ends)
     assert stats.episodes == traj.done[:, :40].sum()
+
+
+def test_segment_carries_are_the_recurrent_states_before_each_segment():
+    """`carry_every=k` records the actor's recurrent state before steps 0, k, 2k, ... (what MAPPO's chunks start
+    from) and leaves every per-step record as it was: same keys, same steps. Episodes reset inside the rollout,
+    so some recorded states are mid-episode and some are fresh."""
+    from ctde.training.rollout import Actor, paradigm_actor, run_rollout, start_rollouts
+
+    config = build_config(["env=toy:hallway"])
+    env = make_env(config.env)
+    paradigm = make_paradigm(config, env.spec)
+    params = paradigm.init(jax.random.PRNGKey(0))
+    acting = paradigm_actor(paradigm, "agent", epsilon_greedy(jnp.float32(0.5)))
+
+    def recording_step(params, carry, inputs, key):  # also keeps each step's incoming carry, for reference
+        new_carry, action, extras = acting.step(params, carry, inputs, key)
+        return new_carry, action, {**extras, "carry": carry}
+
+    actor = Actor(initial_carry=acting.initial_carry, step=recording_step)
+    start = start_rollouts(env, actor, jax.random.PRNGKey(1), 4)
+    plain, _, _ = run_rollout(env, actor, params, jax.random.PRNGKey(2), start, length=12, auto_reset=True)
+    segmented, _, _ = run_rollout(env, actor, params, jax.random.PRNGKey(2), start, length=12, auto_reset=True,
+                                  carry_every=3)
+    assert plain.segment_carry is None
+    assert bool(plain.reset[:, 1:12].any())  # an episode restarted inside the rollout
+    for name in ("obs", "action", "reward", "reset", "done"):
+        np.testing.assert_array_equal(np.asarray(getattr(segmented, name)), np.asarray(getattr(plain, name)))
+    per_step = np.asarray(plain.extras["carry"])  # [E, T + 1, n, H]
+    assert segmented.segment_carry.shape == (4, 4, *per_step.shape[2:])
+    np.testing.assert_array_equal(np.asarray(segmented.segment_carry), per_step[:, 0:12:3])
+    assert np.abs(per_step[:, 3:12:3]).max() > 0  # mid-rollout states are not all fresh zeros

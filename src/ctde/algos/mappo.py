@@ -224,8 +224,7 @@ class PPO:
             action = jax.random.categorical(key, logits)
             log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
             new_critic_carry, value = self.critic_values(params.critic, critic_carry, inputs)
-            extras = {"log_prob": log_prob, "value": value[0], "agent_carry": agent_carry,
-                      "critic_carry": critic_carry}
+            extras = {"log_prob": log_prob, "value": value[0]}
             return (new_agent_carry, new_critic_carry), action.astype(jnp.int32), extras
 
         return Actor(initial_carry=lambda e: (paradigm.initial_carry((e,)), self.critic_carry((e,))), step=step)
@@ -333,6 +332,7 @@ class PPO:
 
         # Cut [T, E] into chunks: chunk k covers env env_of[k], steps first[k] .. first[k] + C - 1.
         env_of, first = chunk_starts(self.num_envs, self.length, ppo.chunk_length)
+        agent_carry, critic_carry = tm.segment_carry  # [T / C, E, ...]: before each chunk's first step
         steps = first[:, None] + jnp.arange(ppo.chunk_length)[None, :]  # [K, C]
         take = lambda x: x[steps, env_of[:, None]]  # noqa: E731  [T, E, ...] -> [K, C, ...]
         inputs = jax.tree.map(lambda x: take(x[:-1]), tm.agent_inputs())
@@ -345,17 +345,22 @@ class PPO:
             "returns": take(returns),
             "mask": take(mask),
             # Recurrent states at each chunk's first step, as recorded while acting.
-            "agent_carry": jax.tree.map(lambda c: c[first, env_of], tm.extras["agent_carry"]),
-            "critic_carry": tm.extras["critic_carry"][first, env_of],
+            "agent_carry": jax.tree.map(lambda c: c[first // ppo.chunk_length, env_of], agent_carry),
+            "critic_carry": critic_carry[first // ppo.chunk_length, env_of],
             "env_index": env_of,
         }
         return chunks, value_norm
 
+    def collect(self, state: PPOState, key: jax.Array) -> tuple[Trajectory, EpisodeStats, Any]:
+        """One rollout of `rollout.length` steps, continuing `state.rollout`, with the recurrent states at every
+        chunk start (`trajectory.segment_carry`). Returns (trajectory [E, T + 1, ...], stats, rollout state)."""
+        return run_rollout(self.env, self.actor(), state.params, key, state.rollout, length=self.length,
+                           auto_reset=True, carry_every=self.ppo.chunk_length)
+
     def iteration(self, state: PPOState) -> tuple[PPOState, EpisodeStats, dict[str, jax.Array], jax.Array]:
         """Collect one rollout, then `ppo.epochs` passes of `ppo.minibatches` updates over it."""
         rng, rollout_key, shuffle_key = jax.random.split(state.rng, 3)
-        trajectory, stats, rollout = run_rollout(self.env, self.actor(), state.params, rollout_key, state.rollout,
-                                                 length=self.length, auto_reset=True)
+        trajectory, stats, rollout = self.collect(state, rollout_key)
         chunks, value_norm = self.prepare(state, trajectory, rollout.carry[1])
         state = state.replace(rollout=rollout, rng=rng, value_norm=value_norm,
                               env_steps=state.env_steps + stats.env_steps,

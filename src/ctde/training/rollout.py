@@ -33,7 +33,9 @@ class Trajectory:
     last_action int [.., n] (-1 at an episode start), reset bool [..] (episode starts here),
     action int [.., n], reward [..], terminal bool [..], done bool [..] (the transition from t ended the
     episode), valid bool [..] (t is a real decision of an unfinished episode), alive bool [.., n] (the agent is
-    alive at t), extras {name: [..., ...]} (whatever the actor recorded at t; zeros at entry T).
+    alive at t), extras {name: [..., ...]} (whatever the actor recorded at t; zeros at entry T),
+    segment_carry (the actor's recurrent state before the first step of every `carry_every` steps, [.., S, ...];
+    None unless the rollout was asked for it).
     With `auto_reset`, `terminal` also marks time-limit ends: the entry after one is the next episode's
     first input, so there is nothing to bootstrap from.
     """
@@ -51,6 +53,7 @@ class Trajectory:
     valid: jax.Array
     alive: jax.Array
     extras: dict[str, Any] = struct.field(default_factory=dict)
+    segment_carry: Any = None
 
     def transpose(self) -> "Trajectory":
         """Swap the first two axes: batch-major [B, T, ...] <-> time-major [T, B, ...]."""
@@ -166,9 +169,14 @@ def _alive(ts: TimeStep) -> jax.Array:
 
 
 def run_rollout(env: Environment, actor: Actor, params: Any, key: jax.Array, state: RolloutState, *, length: int,
-                auto_reset: bool) -> tuple[Trajectory, EpisodeStats, RolloutState]:
+                auto_reset: bool, carry_every: int = 0) -> tuple[Trajectory, EpisodeStats, RolloutState]:
     """`length` steps of `actor` from `state`. Returns the batch-major trajectory [E, length + 1, ...], sums over
-    the episodes that finished, and the state to continue from (meaningful with `auto_reset`)."""
+    the episodes that finished, and the state to continue from (meaningful with `auto_reset`).
+
+    `carry_every` > 0 (a divisor of `length`) also records the actor's recurrent state before steps 0, k, 2k, ...
+    in `trajectory.segment_carry` [E, length / k, ...]: what recurrent training on chunks of k steps starts from.
+    Recording it there instead of as a per-step extra keeps a k-times smaller copy (on the CPU, copying every
+    step's carry out of the loop cost about a sixth of a MAPPO rollout)."""
     num_envs = state.reset.shape[0]
 
     def step(loop, step_key):
@@ -210,7 +218,23 @@ def run_rollout(env: Environment, actor: Actor, params: Any, key: jax.Array, sta
         return (rollout, active, stats), record
 
     loop = (state, jnp.ones((num_envs,), bool), EpisodeStats.zero())
-    (state, _, stats), records = jax.lax.scan(step, loop, jax.random.split(key, length))
+    keys = jax.random.split(key, length)
+    if carry_every:
+        if length % carry_every:
+            raise ValueError(f"carry_every={carry_every} must divide the rollout length {length}")
+
+        def segment(loop, segment_keys):
+            carry = loop[0].carry
+            loop, records = jax.lax.scan(step, loop, segment_keys)
+            return loop, (records, carry)
+
+        segments = length // carry_every
+        (state, _, stats), (records, segment_carry) = jax.lax.scan(
+            segment, loop, keys.reshape(segments, carry_every, *keys.shape[1:]))
+        records = jax.tree.map(lambda x: x.reshape(length, *x.shape[2:]), records)
+    else:
+        (state, _, stats), records = jax.lax.scan(step, loop, keys)
+        segment_carry = None
     ts = state.timestep
     # Entry T: the inputs after the last step, for bootstrapping. It is never a decision (valid = False).
     final = Trajectory(obs=ts.obs, state=ts.state, avail=ts.avail, views=ts.views, last_action=state.last_action,
@@ -219,7 +243,7 @@ def run_rollout(env: Environment, actor: Actor, params: Any, key: jax.Array, sta
                        valid=jnp.zeros((num_envs,), bool), alive=_alive(ts),
                        extras=jax.tree.map(lambda x: jnp.zeros_like(x[0]), records.extras))
     trajectory = jax.tree.map(lambda steps, last: jnp.concatenate([steps, last[None]], axis=0), records, final)
-    return trajectory.transpose(), stats, state
+    return trajectory.replace(segment_carry=segment_carry).transpose(), stats, state
 
 
 def collect(env: Environment, paradigm: Paradigm, params: Any, key: jax.Array, *, num_envs: int, length: int,
