@@ -315,39 +315,47 @@ class PPO:
         return state.replace(params=params, opt_state=opt_state, updates=state.updates + 1), metrics
 
     def prepare(self, state: PPOState, trajectory: Trajectory, final_critic_carry) -> tuple[dict, ValueNorm]:
-        """Advantages, returns and value-norm update for a rollout; the rollout cut into chunks [K, C, ...]."""
+        """Advantages, returns and value-norm update for a rollout; the rollout cut into chunks [K, C, ...].
+
+        Chunk k covers environment k // (T / C), steps C * (k mod T / C) onward (`chunk_starts`): in the
+        batch-major trajectory [E, T + 1, ...] that is a reshape, so the large arrays (observations, states) are
+        copied once; only the small per-step arrays GAE runs over are made time-major."""
         ppo, algo = self.ppo, self.algo
-        tm = trajectory.transpose()  # time-major [T + 1, E, ...]
-        last_inputs = jax.tree.map(lambda x: x[-1:], tm.agent_inputs())
+        time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        inputs = trajectory.agent_inputs()  # batch-major [E, T + 1, ...]
+        last_inputs = jax.tree.map(lambda x: time_major(x[:, -1:]), inputs)
         _, last_value = self.critic_values(state.params.critic, final_critic_carry, last_inputs)
-        values = jnp.concatenate([tm.extras["value"][:-1], last_value], axis=0)  # normalized scale
+        values = jnp.concatenate([time_major(trajectory.extras["value"][:, :-1]), last_value])  # [T + 1, E, n]
         raw_values = state.value_norm.denormalize(values) if ppo.value_norm else values
-        advantages, returns = gae(tm.reward[:-1], raw_values, tm.terminal[:-1], tm.done[:-1], algo.gamma,
-                                  ppo.gae_lambda)
-        mask = (tm.valid[:-1, :, None] & tm.alive[:-1]).astype(jnp.float32)  # [T, E, n]
+        step_data = jax.tree.map(lambda x: time_major(x[:, :-1]), (trajectory.reward, trajectory.terminal,
+                                                                    trajectory.done, trajectory.valid,
+                                                                    trajectory.alive))
+        reward, terminal, done, valid, alive = step_data  # [T, E, ...]
+        advantages, returns = gae(reward, raw_values, terminal, done, algo.gamma, ppo.gae_lambda)
+        mask = (valid[..., None] & alive).astype(jnp.float32)  # [T, E, n]
         value_norm = state.value_norm.update(returns, mask) if ppo.value_norm else state.value_norm
         mean = masked_mean(advantages, mask)
         std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
         advantages = (advantages - mean) / (std + 1e-5)
 
-        # Cut [T, E] into chunks: chunk k covers env env_of[k], steps first[k] .. first[k] + C - 1.
-        env_of, first = chunk_starts(self.num_envs, self.length, ppo.chunk_length)
-        agent_carry, critic_carry = tm.segment_carry  # [T / C, E, ...]: before each chunk's first step
-        steps = first[:, None] + jnp.arange(ppo.chunk_length)[None, :]  # [K, C]
-        take = lambda x: x[steps, env_of[:, None]]  # noqa: E731  [T, E, ...] -> [K, C, ...]
-        inputs = jax.tree.map(lambda x: take(x[:-1]), tm.agent_inputs())
+        length, chunk_length = self.length, ppo.chunk_length
+        n_chunks = self.num_envs * (length // chunk_length)
+        chunk = lambda x: x[:, :length].reshape(n_chunks, chunk_length, *x.shape[2:])  # noqa: E731  [E, T(+1), ...]
+        chunk_time_major = lambda x: chunk(time_major(x))  # noqa: E731  [T, E, ...] -> [K, C, ...]
+        # Recurrent states before each chunk's first step, as recorded while acting: [E, T / C, ...] -> [K, ...].
+        starts = lambda x: x.reshape(n_chunks, *x.shape[2:])  # noqa: E731
+        agent_carry, critic_carry = trajectory.segment_carry
         chunks = {
-            "inputs": inputs,
-            "action": take(tm.action[:-1]),
-            "old_log_prob": take(tm.extras["log_prob"][:-1]),
-            "old_value": take(values[:-1]),
-            "advantage": take(advantages),
-            "returns": take(returns),
-            "mask": take(mask),
-            # Recurrent states at each chunk's first step, as recorded while acting.
-            "agent_carry": jax.tree.map(lambda c: c[first // ppo.chunk_length, env_of], agent_carry),
-            "critic_carry": critic_carry[first // ppo.chunk_length, env_of],
-            "env_index": env_of,
+            "inputs": jax.tree.map(chunk, inputs),
+            "action": chunk(trajectory.action),
+            "old_log_prob": chunk(trajectory.extras["log_prob"]),
+            "old_value": chunk_time_major(values[:-1]),
+            "advantage": chunk_time_major(advantages),
+            "returns": chunk_time_major(returns),
+            "mask": chunk_time_major(mask),
+            "agent_carry": jax.tree.map(starts, agent_carry),
+            "critic_carry": starts(critic_carry),
+            "env_index": chunk_starts(self.num_envs, length, chunk_length)[0],
         }
         return chunks, value_norm
 
