@@ -186,3 +186,28 @@ def test_retreat_guard_is_hidden_at_sight_zero_but_its_attack_availability_is_no
     assert np.all(np.asarray(mid.avail[:, 3:]) == 0)  # the guard is now 3 cells away: out of attack range
     guards = {int(blind.reset(jax.random.PRNGKey(k))[0].position[-1]) for k in range(16)}
     assert guards == {0, 1}
+
+
+@pytest.mark.parametrize("env_id,views", [("smax:3m", ("full_obs",)), ("toy:two_step", ()),
+                                          ("toy:hallway", ("full_obs",)), ("toy:retreat", ("full_obs",))])
+def test_timestep_of_a_state_is_what_reset_and_step_observe(env_id, views):
+    """Auto-reset rollouts observe the picked state with `timestep_of` instead of keeping the step's or the
+    reset's timestep: it must show the same observations, state, available actions, views and living agents
+    (with reward 0 and nothing ended, as after a reset)."""
+    env = make_env(EnvConfig(id=env_id), views)
+    states, timesteps, _ = _random_rollout(env, steps=6)
+    observe = jax.jit(env.timestep_of)
+    def same(a, b, fields):
+        for name in fields:
+            x, y = jax.tree.leaves(getattr(a, name)), jax.tree.leaves(getattr(b, name))
+            assert len(x) == len(y), name
+            for u, v in zip(x, y):
+                np.testing.assert_array_equal(np.asarray(u), np.asarray(v), err_msg=name)
+
+    inputs = ("obs", "state", "avail", "views", "alive")
+    same(observe(states[0]), timesteps[0], inputs + ("reward", "terminal", "done", "won"))  # reset's own
+    for state, ts in zip(states[1:], timesteps[1:]):
+        seen = observe(state)
+        same(seen, ts, inputs)
+        assert float(seen.reward) == 0.0 and not bool(seen.done) and not bool(seen.terminal)
+    assert len(states) >= 2  # at least one stepped state compared

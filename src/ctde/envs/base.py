@@ -4,8 +4,11 @@ An environment is a pair of pure functions, batched by the caller with `vmap`:
 
     env_state, timestep = env.reset(key)
     env_state, timestep = env.step(key, env_state, actions)     # actions: int32 [n_agents]
+    timestep = env.timestep_of(env_state)                       # what a reset into env_state shows
 
-Environments do not reset themselves; the rollout decides (pad after the end, or reset at once).
+Environments do not reset themselves; the rollout decides (pad after the end, or reset at once). A rollout that
+resets at once picks, per environment, the stepped or the fresh state and then observes the picked one with
+`timestep_of`: observations are computed once per step, not for both candidates (XLA drops the unused ones).
 """
 
 from __future__ import annotations
@@ -72,3 +75,8 @@ class Environment(Protocol):
     def reset(self, key: jax.Array) -> tuple[Any, TimeStep]: ...
 
     def step(self, key: jax.Array, env_state: Any, actions: jax.Array) -> tuple[Any, TimeStep]: ...
+
+    def timestep_of(self, env_state: Any) -> TimeStep:
+        """The observations, state, available actions, views and living agents of `env_state`, with reward 0
+        and nothing ended: exactly what `reset` returns beside the state it starts."""
+        ...

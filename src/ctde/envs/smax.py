@@ -273,7 +273,10 @@ class SMAXEnv:
         # SMAX's heuristic-enemy state holds a weakly typed int; a strong dtype keeps the step from
         # recompiling after its first call.
         env_state = jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), env_state)
-        return env_state, self._timestep(env_state, jnp.float32(0.0), jnp.asarray(False))
+        return env_state, self.timestep_of(env_state)
+
+    def timestep_of(self, env_state) -> TimeStep:
+        return self._timestep(env_state, jnp.float32(0.0), jnp.asarray(False))
 
     def step(self, key: jax.Array, env_state, actions: jax.Array):
         action_dict = {f"ally_{i}": actions[i] for i in range(self.n_allies)}

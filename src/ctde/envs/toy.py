@@ -61,7 +61,10 @@ class TwoStepGame:
 
     def reset(self, key):
         s = ToyState(t=jnp.int32(0), position=jnp.zeros((2,), jnp.int32), done=jnp.asarray(False))
-        return s, self._timestep(s, 0.0, False)
+        return s, self.timestep_of(s)
+
+    def timestep_of(self, s: ToyState) -> TimeStep:
+        return self._timestep(s, 0.0, False)
 
     def step(self, key, s: ToyState, actions):
         first = s.t == 0
@@ -114,7 +117,10 @@ class Hallway:
     def reset(self, key):
         position = jax.random.randint(key, (self.n,), 1, self.length + 1).astype(jnp.int32)
         s = ToyState(t=jnp.int32(0), position=position, done=jnp.asarray(False))
-        return s, self._timestep(s, 0.0, False, False, False)
+        return s, self.timestep_of(s)
+
+    def timestep_of(self, s: ToyState) -> TimeStep:
+        return self._timestep(s, 0.0, False, False, False)
 
     def step(self, key, s: ToyState, actions):
         moves = jnp.where(actions == self.TOWARDS, -1, jnp.where(actions == self.AWAY, 1, 0))
@@ -200,7 +206,10 @@ class Retreat:
         guard = jax.random.randint(key, (1,), 0, 2)
         s = ToyState(t=jnp.int32(0), position=jnp.concatenate([jnp.zeros((self.n,), jnp.int32), guard]).astype(
             jnp.int32), done=jnp.asarray(False))
-        return s, self._timestep(s, 0.0, False, False)
+        return s, self.timestep_of(s)
+
+    def timestep_of(self, s: ToyState) -> TimeStep:
+        return self._timestep(s, 0.0, False, False)
 
     def step(self, key, s: ToyState, actions):
         moves = jnp.where(actions == self.LEFT, -1, jnp.where(actions == self.RIGHT, 1, 0))

@@ -204,9 +204,10 @@ def run_rollout(env: Environment, actor: Actor, params: Any, key: jax.Array, sta
         ep_length = jnp.where(finished, 0, ep_length)
 
         if auto_reset:
-            fresh_state, fresh_ts = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
+            fresh_state, _ = jax.vmap(env.reset)(jax.random.split(reset_key, num_envs))
             next_state = _select(ended, fresh_state, next_state)
-            next_ts = _select(ended, fresh_ts, next_ts)
+            # Observed once, from the picked state; only the inputs of the next step are read from it.
+            next_ts = jax.vmap(env.timestep_of)(next_state)
             last_action = jnp.where(ended[:, None], -1, action)
             reset = ended
         else:
