@@ -3,7 +3,8 @@ JaxMARL's own `qmix_rnn` as the baseline, measured in the same run.
 
 MAPPO (on-policy: no replay, each rollout consumed by 5 epochs) is measured at `--mappo-envs` parallel
 environments (default 64 and 256) with its defaults otherwise (400-step rollouts, one minibatch), and reported
-as a fraction of the env-only ceiling at the same number of environments (target: at least 30% at 64+).
+as a fraction of the env-only ceiling at the same number of environments (target: at least 30% at 64+): timed
+calls of the two alternate, and the fraction is the median of the per-pair ratios.
 
 Settings:
   (a) pymarl: 8 envs, whole episodes padded to the episode limit, replay of 5000 episodes, batch 32, one update
@@ -54,8 +55,9 @@ SETTINGS = {"a_pymarl": ["algo.updates_per_rollout=1"], "b_jaxmarl_matched": SET
             "b_jaxmarl_matched_bfloat16": SETTING_B + BFLOAT16}
 
 
-def env_only(map_name: str, num_envs: int, steps: int = 128, repeats: int = 5) -> dict:
-    """Random available actions, vmapped over environments, reset inside the scan (the ceiling)."""
+def env_only_program(map_name: str, num_envs: int, steps: int):
+    """A jitted rollout of random available actions, vmapped over environments, reset inside the scan: the
+    ceiling. Returns the function of a PRNG key."""
     env = make_env(build_config([f"env=smax:{map_name}"]).env)
 
     def rollout(key):
@@ -73,7 +75,12 @@ def env_only(map_name: str, num_envs: int, steps: int = 128, repeats: int = 5) -
 
         return jax.lax.scan(step, (state, ts), jax.random.split(key, steps))[1]
 
-    fn = jax.jit(rollout)
+    return jax.jit(rollout)
+
+
+def env_only(map_name: str, num_envs: int, steps: int = 128, repeats: int = 5) -> dict:
+    """Env-only throughput (see `env_only_program`): median of `repeats` timed rollouts after a compile."""
+    fn = env_only_program(map_name, num_envs, steps)
     tic = time.perf_counter()
     jax.block_until_ready(fn(jax.random.PRNGKey(0)))
     compile_seconds = time.perf_counter() - tic
@@ -136,6 +143,32 @@ def ours(map_name: str, overrides: list[str], iterations: int, repeats: int) -> 
             "overrides": overrides}
 
 
+def mappo_paired(map_name: str, num_envs: int, precision: str, repeats: int) -> dict:
+    """MAPPO's steady-state throughput as a fraction of env-only throughput at the same number of environments.
+
+    Timed calls alternate: one env-only rollout of the same length as MAPPO's, then one MAPPO iteration
+    (rollout and its 5 epochs of updates), so both see the same machine state; the fraction is the median of
+    the per-pair ratios. (On these shared 2-core machines speed drifts by 10-20% over minutes, more than the
+    margins being measured, when the two are timed minutes apart.)"""
+    overrides = ["algo=mappo", f"rollout.num_envs={num_envs}", f"algo.matmul_precision={precision}"]
+    compiled, learner, compile_seconds = compiled_training(map_name, overrides, 1)
+    steps = int(resolve(build_config([f"env=smax:{map_name}", *overrides])).rollout.length)
+    ceiling = env_only_program(map_name, num_envs, steps)
+    jax.block_until_ready(ceiling(jax.random.PRNGKey(0)))
+    learner_rates, env_rates = [], []
+    for r in range(repeats):
+        tic = time.perf_counter()
+        jax.block_until_ready(ceiling(jax.random.PRNGKey(r + 1)))
+        env_rates.append(num_envs * steps / (time.perf_counter() - tic))
+        rate, _, learner = measure(compiled, learner)
+        learner_rates.append(rate)
+    fractions = [mine / env for mine, env in zip(learner_rates, env_rates)]
+    return {"steps_per_second": statistics.median(learner_rates), "runs": learner_rates,
+            "env_only_steps_per_second": statistics.median(env_rates), "env_only_runs": env_rates,
+            "env_only_rollout_steps": steps, "fraction_of_env_only_same_envs": statistics.median(fractions),
+            "paired_fractions": fractions, "compile_seconds": compile_seconds, "overrides": overrides}
+
+
 def ours_whole_run(map_name: str, overrides: list[str], rollouts: int, repeats: int) -> dict:
     """A fresh run of `rollouts` iterations, timed whole (compile excluded), as JaxMARL's figure is."""
     config = resolve(build_config([f"env=smax:{map_name}", "algo=qmix", "seeds=1", "out=/tmp/unused", *overrides]))
@@ -190,11 +223,12 @@ def main() -> None:
     parser.add_argument("--env-counts", default="16,64,512")
     parser.add_argument("--mappo-envs", default="64,256", help="parallel environments for MAPPO ('' to skip)")
     parser.add_argument("--mappo-precisions", default="float32,bfloat16", help="algo.matmul_precision values")
+    parser.add_argument("--mappo-repeats", type=int, default=7, help="paired (env-only, MAPPO) timings per setting")
     parser.add_argument("--out", default="throughput.json", help="file name under benchmarks/results/ (a partial "
                         "measurement, e.g. --settings '' for MAPPO alone, should not overwrite the full one)")
     args = parser.parse_args()
     mappo_envs = [int(n) for n in args.mappo_envs.split(",") if n]
-    env_counts = sorted({*(int(n) for n in args.env_counts.split(",")), *mappo_envs})
+    env_counts = sorted(int(n) for n in args.env_counts.split(",") if n)
 
     results: dict = {"map": args.map, "machine": f"{platform.processor() or platform.machine()}, "
                      f"{jax.device_count()} {jax.devices()[0].platform} device(s)", "jax": jax.__version__,
@@ -208,17 +242,15 @@ def main() -> None:
         results["ours"][name] = ours(args.map, SETTINGS[name], iterations, args.repeats)
         r = results["ours"][name]
         print(f"ours {name}: {r['steps_per_second']:,.0f} steps/s (compile {r['compile_seconds']:.1f} s)", flush=True)
-    ceiling_at = {row["num_envs"]: row["steps_per_second"] for row in results["env_only"]}
     for n in mappo_envs:
         for precision in args.mappo_precisions.split(","):
-            r = ours(args.map, ["algo=mappo", f"rollout.num_envs={n}", f"algo.matmul_precision={precision}"], 2,
-                     args.repeats)
-            r["fraction_of_env_only_same_envs"] = r["steps_per_second"] / ceiling_at[n]
+            r = mappo_paired(args.map, n, precision, args.mappo_repeats)
             name = f"{n}_envs" if precision == "float32" else f"{n}_envs_{precision}"
             results.setdefault("mappo", {})[name] = r
-            print(f"MAPPO, {n} envs, {precision}: {r['steps_per_second']:,.0f} steps/s = "
-                  f"{r['fraction_of_env_only_same_envs']:.0%} of env-only at {n} envs (target >= 30%; compile "
-                  f"{r['compile_seconds']:.1f} s)", flush=True)
+            print(f"MAPPO, {n} envs, {precision}: {r['steps_per_second']:,.0f} steps/s, env-only alongside "
+                  f"{r['env_only_steps_per_second']:,.0f}: median paired fraction "
+                  f"{r['fraction_of_env_only_same_envs']:.1%} (target >= 30%; compile {r['compile_seconds']:.1f} s)",
+                  flush=True)
     if args.jaxmarl_qmix:
         results["jaxmarl_qmix_rnn_b"] = jaxmarl(args.jaxmarl_qmix, args.jaxmarl_python, args.map)
         base = results["jaxmarl_qmix_rnn_b"]["steady_state_steps_per_second"]
@@ -239,9 +271,10 @@ def main() -> None:
                 print(f"whole run of {steps_key.replace('_', ' ')} ({name}), learning from 65,536: ours "
                       f"{mine['steps_per_second']:,.0f}, JaxMARL {theirs['steps_per_second']:,.0f} steps/s "
                       f"({mine['steps_per_second'] / theirs['steps_per_second']:.2f}x)", flush=True)
-    ceiling = max(r["steps_per_second"] for r in results["env_only"])
-    for name, r in results["ours"].items():
-        r["fraction_of_env_only_ceiling"] = r["steps_per_second"] / ceiling
+    if results["env_only"]:
+        ceiling = max(r["steps_per_second"] for r in results["env_only"])
+        for name, r in results["ours"].items():
+            r["fraction_of_env_only_ceiling"] = r["steps_per_second"] / ceiling
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / args.out
     path.write_text(json.dumps(results, indent=2))
