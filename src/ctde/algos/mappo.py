@@ -143,7 +143,8 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def chunk_starts(num_envs: int, length: int, chunk_length: int) -> tuple[jax.Array, jax.Array]:
-    """(environment index, first step) of every training chunk; a chunk holds all agents of its steps."""
+    """(environment index, first step) of every training chunk, in the order `PPO.prepare` lays chunks out; a
+    chunk holds all agents of its steps."""
     per_env = length // chunk_length
     env = jnp.repeat(jnp.arange(num_envs), per_env)
     first = jnp.tile(jnp.arange(per_env) * chunk_length, num_envs)
@@ -289,7 +290,7 @@ class PPO:
     def gather(chunks: dict, indices: jax.Array) -> dict:
         """The chunks `indices` [M] of a prepared rollout, time-major [C, M, ...] (recurrent states stay [M, ...])."""
         picked = jax.tree.map(lambda x: x[indices], chunks)
-        return {k: (v if k in ("agent_carry", "critic_carry", "env_index") else
+        return {k: (v if k in ("agent_carry", "critic_carry") else
                     jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), v)) for k, v in picked.items()}
 
     def update(self, state: PPOState, chunks: dict, indices: jax.Array, key: jax.Array
@@ -355,7 +356,6 @@ class PPO:
             "mask": chunk_time_major(mask),
             "agent_carry": jax.tree.map(starts, agent_carry),
             "critic_carry": starts(critic_carry),
-            "env_index": chunk_starts(self.num_envs, length, chunk_length)[0],
         }
         return chunks, value_norm
 
