@@ -19,6 +19,7 @@ from ctde.config import TrainConfig
 from ctde.envs import make_env
 from ctde.envs.base import Environment
 from ctde.paradigms import PARADIGMS, Paradigm, make_paradigm
+from ctde.training import cpu_kernels
 from ctde.training.rollout import EpisodeStats, collect, greedy
 
 
@@ -130,7 +131,15 @@ class Program:
     def compiled_chunk(self):
         """The chunk for all seeds at once, state donated so the replay buffer is updated in place."""
         self.backbone.seed_axis = SEED_AXIS
-        return jax.jit(jax.vmap(self.chunk, in_axes=(0, None, None), axis_name=SEED_AXIS), donate_argnums=0)
+        return jax.jit(jax.vmap(self.chunk, in_axes=(0, None, None), axis_name=SEED_AXIS), donate_argnums=0,
+                       compiler_options=self.compiler_options())
+
+    def compiler_options(self, learning: bool = True) -> dict[str, str] | None:
+        """XLA options for this run's training programs, or (learning=False) its evaluation-only programs:
+        the CPU kernels `algo.cpu_kernels` selects (`ctde.training.cpu_kernels`)."""
+        algo = self.config.algo
+        return cpu_kernels.compiler_options(algo.cpu_kernels, algo=algo.name, precision=algo.matmul_precision,
+                                            learning=learning)
 
 
 def build_program(config: TrainConfig) -> Program:

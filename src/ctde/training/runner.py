@@ -330,7 +330,9 @@ def evaluate(run_dir: str | Path, *, model: str | None = None, episodes: int | N
     episodes = episodes or max(config.eval.episodes, 32)
     params, meta = restore_agent_params(run_dir, program)
     keys = jax.random.split(jax.random.PRNGKey(seed), config.seeds)
-    results = jax.device_get(jax.jit(jax.vmap(lambda p, k: program.evaluate(p, k, model, episodes)))(params, keys))
+    evaluate_seeds = jax.jit(jax.vmap(lambda p, k: program.evaluate(p, k, model, episodes)),
+                             compiler_options=program.compiler_options(learning=False))
+    results = jax.device_get(evaluate_seeds(params, keys))
     per_seed = [{"seed": config.seed + s, **{k: float(v[s]) for k, v in results.items()}} for s in range(config.seeds)]
     summary = {k: {"mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in results.items()}
     report = {"run": str(run_dir), "model": model, "episodes_per_seed": episodes,
