@@ -118,8 +118,9 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
 
     keys = jax.random.split(jax.random.PRNGKey(config.seed + 7919), seeds)
     dataset_keys, train_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    acting = program.compiler_options(learning=False)  # programs that mostly step the environment
     collect_dataset = jax.jit(jax.vmap(lambda p, k: _collect_dataset(program, p, k, options.distill_episodes,
-                                                                       options.holdout)))
+                                                                       options.holdout)), compiler_options=acting)
     dataset = collect_dataset(agent_params, dataset_keys)
     students = agent_params["student"]
     state = DistillState(student=students, opt_state=jax.vmap(optimizer.init)(students),
@@ -165,7 +166,8 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
     results = {}
     for model in ("teacher", "student"):
         results[model] = jax.device_get(jax.jit(jax.vmap(
-            lambda p, k, model=model: program.evaluate(p, k, model, episodes)))(trained, eval_keys))
+            lambda p, k, model=model: program.evaluate(p, k, model, episodes)), compiler_options=acting)(
+                trained, eval_keys))
     agreement = jax.device_get(jax.jit(jax.vmap(lambda p, d: heldout_action_agreement(program, p, d)))(
         trained, dataset))
     teacher_win, student_win = results["teacher"]["win_rate"], results["student"]["win_rate"]
