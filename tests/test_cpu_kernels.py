@@ -17,13 +17,25 @@ YNN_FIELD = "xla_cpu_experimental_ynn_fusion_type"
     ("mappo", "float32", True, "native"),
     ("ippo", "float32", True, "native"),
     ("mappo", "bfloat16", True, "ynnpack_dots"),
-    ("qmix", "float32", True, "ynnpack"),
+    ("qmix", "float32", True, "ynnpack"),  # few env steps per update: the replayed updates dominate
     ("vdn", "bfloat16", True, "ynnpack"),
     ("qmix", "float32", False, "native"),
     ("mappo", "bfloat16", False, "native"),
 ])
 def test_auto_applies_the_measured_table(algo, precision, learning, expected):
     assert cpu_kernels.kernel_choice("auto", algo=algo, precision=precision, learning=learning) == expected
+
+
+@pytest.mark.parametrize("steps_per_update, expected", [(0, "ynnpack"), (256, "ynnpack"), (511, "ynnpack"),
+                                                       (512, "ynnpack_dots"), (1120, "ynnpack_dots")])
+def test_value_decomposition_sends_only_dots_to_ynnpack_when_the_environment_has_a_large_share(
+        steps_per_update, expected):
+    for precision in ("float32", "bfloat16"):
+        assert cpu_kernels.kernel_choice("auto", algo="qmix", precision=precision, learning=True,
+                                         env_steps_per_update=steps_per_update) == expected
+    # MAPPO's choice does not depend on it
+    assert cpu_kernels.kernel_choice("auto", algo="mappo", precision="float32", learning=True,
+                                     env_steps_per_update=steps_per_update) == "native"
 
 
 @pytest.mark.parametrize("forced", ["ynnpack", "ynnpack_dots", "native"])
@@ -66,7 +78,8 @@ def test_native_kernels_compute_the_same_reduction_without_library_calls():
 @pytest.mark.parametrize("overrides, expected", [
     (["algo=mappo"], {YNN_FIELD: ""}),
     (["algo=mappo", "algo.matmul_precision=bfloat16"], {YNN_FIELD: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}),
-    (["algo=qmix"], None),
+    (["algo=qmix"], None),  # hallway: 8 envs x 5 steps / 4 updates = 10 env steps per update
+    (["algo=qmix", "rollout.num_envs=512"], {YNN_FIELD: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}),  # 640 per update
     (["algo=qmix", "algo.cpu_kernels=native"], {YNN_FIELD: ""}),
 ])
 def test_a_run_compiles_its_programs_with_the_configured_kernels(overrides, expected):

@@ -64,8 +64,9 @@ class AlgoConfig:
     cpu_kernels: Literal["auto", "ynnpack", "ynnpack_dots", "native"] = option(
         "auto", "XLA:CPU kernels of the compiled programs: ynnpack (XLA's default: dots and reductions in the "
         "YNNPACK library), ynnpack_dots (dots only), native (XLA's own kernels), or auto (the fastest measured: "
-        "native for MAPPO/IPPO float32 and evaluation, ynnpack_dots for MAPPO/IPPO bfloat16, ynnpack for the "
-        "value-decomposition learners; see ctde.training.cpu_kernels); ignored off the CPU")
+        "native for MAPPO/IPPO float32 and evaluation, ynnpack_dots for MAPPO/IPPO bfloat16, and for value "
+        "decomposition ynnpack_dots from 512 env steps per update, ynnpack below; see ctde.training.cpu_kernels); "
+        "ignored off the CPU")
     slice_rows: int = option(
         8192, "agent-steps per gradient pass: a larger batch (replay sample, MAPPO minibatch) is processed in "
         "slices of whole sequences or chunks whose loss is weighted by their share of the counted steps: the same "

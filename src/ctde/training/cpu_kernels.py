@@ -6,16 +6,20 @@ tiny reductions (distances over the two coordinates of every pair of units): ran
 rollouts run 2.3x faster with XLA's own kernels (64 envs: 34k -> 77k steps/s on a 2-core EPYC). Where a
 program's time goes decides which wins; measured on that machine (`benchmarks/throughput.py` records both):
 
-| program                                   | fastest     | vs XLA's default |
-|-------------------------------------------|-------------|------------------|
-| MAPPO / IPPO iteration, float32           | native      | 1.2x             |
-| MAPPO / IPPO iteration, bfloat16          | ynnpack_dots| 1.15x            |
-| QMIX iteration (float32 or bfloat16)      | ynnpack     | 1.0x (native 0.97x / 0.71x) |
-| evaluation (environment and greedy actor) | native      | 2.3x             |
+| program                                                        | fastest      | vs XLA's default |
+|----------------------------------------------------------------|--------------|------------------|
+| MAPPO / IPPO iteration, float32                                | native       | 1.19x            |
+| MAPPO / IPPO iteration, bfloat16                               | ynnpack_dots | 1.08-1.15x       |
+| QMIX, 16 envs x 128 steps per 8 updates (256 env steps/update) | ynnpack      | ynnpack_dots 0.96x, native 0.97x (bf16 0.71x) |
+| QMIX, 8 envs x 70 steps per update (560)                       | either       | ynnpack_dots 1.01x, native 0.97x |
+| QMIX, 64 envs x 70 steps per 4 updates (1,120)                 | ynnpack_dots | 1.41x float32, 1.25x bfloat16 (native 1.30x) |
+| evaluation (environment and greedy actor)                      | native       | 2.3x             |
 
-On-policy learners step the environment for a third of an iteration; value-decomposition learners spend ~90%
-of theirs in replayed updates, whose reductions YNNPACK speeds up; bfloat16 matmuls are fast only in YNNPACK.
-`algo.cpu_kernels=auto` applies this table; the other values force one choice for every program of a run.
+On-policy learners step the environment for a third of an iteration. A value-decomposition learner's share
+depends on how many environment steps it collects per replayed update, whose reductions YNNPACK speeds up;
+bfloat16 matmuls are fast only in YNNPACK. `algo.cpu_kernels=auto` applies this table (value decomposition:
+ynnpack_dots from `DOTS_ONLY_FROM_STEPS_PER_UPDATE` env steps per update, between the measured 256 and 560);
+the other values force one choice for every program of a run.
 Off the CPU the setting does nothing. The choice changes float rounding, not what is computed.
 """
 
@@ -28,12 +32,15 @@ CPU_KERNELS = ("auto", "ynnpack", "ynnpack_dots", "native")
 # XLA's DebugOptions field listing what goes to YNNPACK; absent = XLA's default (dots and reductions).
 _YNN_FIELD = "xla_cpu_experimental_ynn_fusion_type"
 _YNN_FUSIONS = {"ynnpack": None, "ynnpack_dots": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT", "native": ""}
+DOTS_ONLY_FROM_STEPS_PER_UPDATE = 512
 
 
-def kernel_choice(setting: str, *, algo: str, precision: str, learning: bool) -> str:
+def kernel_choice(setting: str, *, algo: str, precision: str, learning: bool,
+                  env_steps_per_update: float = 0.0) -> str:
     """The concrete kernels ("ynnpack", "ynnpack_dots" or "native") for `setting` (one of `CPU_KERNELS`), for a
-    training program of backbone `algo` with learner matmuls in `precision`, or an evaluation-only program
-    (`learning=False`)."""
+    training program of backbone `algo` with learner matmuls in `precision` that collects
+    `env_steps_per_update` environment steps per gradient update (read for value decomposition only), or an
+    evaluation-only program (`learning=False`)."""
     if setting not in CPU_KERNELS:
         raise ValueError(f"cpu kernels {setting!r}: choose from {', '.join(CPU_KERNELS)}")
     if setting != "auto":
@@ -42,13 +49,15 @@ def kernel_choice(setting: str, *, algo: str, precision: str, learning: bool) ->
         return "native"
     if algo in ("mappo", "ippo"):
         return "ynnpack_dots" if precision == "bfloat16" else "native"
-    return "ynnpack"
+    return "ynnpack_dots" if env_steps_per_update >= DOTS_ONLY_FROM_STEPS_PER_UPDATE else "ynnpack"
 
 
-def compiler_options(setting: str, *, algo: str, precision: str, learning: bool = True) -> dict[str, str] | None:
+def compiler_options(setting: str, *, algo: str, precision: str, learning: bool = True,
+                     env_steps_per_update: float = 0.0) -> dict[str, str] | None:
     """Options for `jax.jit(..., compiler_options=...)` / `Lowered.compile(compiler_options=...)` that select the
     kernels of `kernel_choice`; None (XLA's defaults) off the CPU or where XLA's default is the choice."""
-    choice = kernel_choice(setting, algo=algo, precision=precision, learning=learning)
+    choice = kernel_choice(setting, algo=algo, precision=precision, learning=learning,
+                           env_steps_per_update=env_steps_per_update)
     fusions = _YNN_FUSIONS[choice]
     if fusions is None or jax.default_backend() != "cpu":
         return None

@@ -138,8 +138,10 @@ class Program:
         """XLA options for this run's training programs, or (learning=False) its evaluation-only programs:
         the CPU kernels `algo.cpu_kernels` selects (`ctde.training.cpu_kernels`)."""
         algo = self.config.algo
+        # (read for value decomposition only: MAPPO's updates per rollout are ppo.epochs x ppo.minibatches)
+        steps_per_update = self.backbone.num_envs * self.backbone.length / max(algo.updates_per_rollout, 1)
         return cpu_kernels.compiler_options(algo.cpu_kernels, algo=algo.name, precision=algo.matmul_precision,
-                                            learning=learning)
+                                            learning=learning, env_steps_per_update=steps_per_update)
 
 
 def build_program(config: TrainConfig) -> Program:
