@@ -3,8 +3,9 @@
 Since JAX 0.10, XLA:CPU by default hands dots and float32 reductions to the YNNPACK library. That pays for the
 learner's large matmuls and loss reductions, but every library call has a fixed cost, and SMAX's step is full of
 tiny reductions (distances over the two coordinates of every pair of units): random-action SMAX 5m_vs_6m
-rollouts run 2.3x faster with XLA's own kernels (64 envs: 34k -> 77k steps/s on a 2-core EPYC). Where a
-program's time goes decides which wins; measured on that machine (`benchmarks/throughput.py` records both):
+rollouts run 2.1-2.5x faster with XLA's own kernels at 64-512 envs (64: 31k -> 67k steps/s on a 2-core EPYC;
+about the same at 16). Where a program's time goes decides which wins; measured on that machine
+(`benchmarks/throughput.py` records both):
 
 | program                                                        | fastest      | vs XLA's default |
 |----------------------------------------------------------------|--------------|------------------|
@@ -13,7 +14,7 @@ program's time goes decides which wins; measured on that machine (`benchmarks/th
 | QMIX, 16 envs x 128 steps per 8 updates (256 env steps/update) | ynnpack      | ynnpack_dots 0.96x, native 0.97x (bf16 0.71x) |
 | QMIX, 8 envs x 70 steps per update (560)                       | either       | ynnpack_dots 1.01x, native 0.97x |
 | QMIX, 64 envs x 70 steps per 4 updates (1,120)                 | ynnpack_dots | 1.41x float32, 1.25x bfloat16 (native 1.30x) |
-| evaluation (environment and greedy actor)                      | native       | 2.3x             |
+| evaluation (environment and greedy actor)                      | native       | 2.1-2.5x (env alone) |
 
 On-policy learners step the environment for a third of an iteration. A value-decomposition learner's share
 depends on how many environment steps it collects per replayed update, whose reductions YNNPACK speeds up;
