@@ -21,7 +21,7 @@ fraction far under its bound means the time goes to work other than matmuls. The
 machine's peak matmul rate (a 2048^3 product) are reported as an even looser bound.
 
     python benchmarks/matmul_bound.py                          # every case below (about 15 minutes)
-    python benchmarks/matmul_bound.py --cases qmix,cadp_qmix   # some of them
+    python benchmarks/matmul_bound.py --cases qmix_fixed,cadp_qmix_fixed  # some of them
 
 Results: benchmarks/results/matmul_bound.json (or --out).
 """
@@ -54,8 +54,10 @@ CASES = {
     "mappo_64_bfloat16": ["algo=mappo", "rollout.num_envs=64", "algo.matmul_precision=bfloat16"],
     "mappo_256_float32": ["algo=mappo", "rollout.num_envs=256"],
     "mappo_256_bfloat16": ["algo=mappo", "rollout.num_envs=256", "algo.matmul_precision=bfloat16"],
-    "qmix": ["paradigm=ctde"],
-    "cadp_qmix": ["paradigm=cadp"],
+    # ctde's QMIX defaults with fixed-length rollouts (8 envs x 70 steps, resets inside, batch 32 x 70 steps),
+    # so that the update's matmuls do not depend on episode lengths: CADP's cost against QMIX.
+    "qmix_fixed": ["paradigm=ctde", "rollout.auto_reset=true"],
+    "cadp_qmix_fixed": ["paradigm=cadp", "rollout.auto_reset=true"],
     "qmix_b_float32": SETTINGS["b_jaxmarl_matched"],
     "qmix_b_bfloat16": SETTINGS["b_jaxmarl_matched_bfloat16"],
 }
@@ -65,7 +67,8 @@ KERNELS = ("ynnpack", "native")
 def count_dots(jaxpr, trips: int = 1, found: collections.Counter | None = None) -> collections.Counter:
     """Executions of each distinct dot_general in `jaxpr`: {(lhs aval, rhs aval, dimension numbers, output
     dtype): executions}, scan bodies multiplied by their length, of each `cond` the branch with the most
-    FLOPs (the learning branch of an iteration), `while` bodies once (SMAX's loops hold no products)."""
+    FLOPs (the learning branch of an iteration: its other branch, skipping, has none; branches with different
+    products raise ValueError), `while` bodies once (SMAX's loops hold no products)."""
     found = collections.Counter() if found is None else found
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
@@ -76,6 +79,12 @@ def count_dots(jaxpr, trips: int = 1, found: collections.Counter | None = None) 
             continue
         if name == "cond":
             branches = [count_dots(branch.jaxpr, trips) for branch in eqn.params["branches"]]
+            costs = {total_flops(branch) for branch in branches} - {0}
+            if len(costs) > 1:
+                raise ValueError(
+                    "the iteration picks between branches with different matmuls at run time (a value-"
+                    "decomposition update trims episode padding to the longest sampled episode), so its matmuls "
+                    "depend on the data: measure a fixed-length configuration (rollout.auto_reset=true)")
             found.update(max(branches, key=total_flops))
             continue
         inner = trips * (eqn.params["length"] if name == "scan" else 1)
@@ -177,6 +186,10 @@ def measure_case(name: str, overrides: list[str], map_name: str, repeats: int, p
 
     # The measured iteration and the env-only rollout of the same steps, timed alternately.
     compiled, trained, compile_seconds = compiled_training(map_name, overrides, 1)
+    for _ in range(100):  # until the replay holds a batch: every timed iteration must learn
+        trained, updates = compiled(trained)
+        if int(updates.sum()) > 0:
+            break
     env_fns = {k: env_only_program(map_name, backbone.num_envs, backbone.length, k) for k in ("native", "ynnpack")}
     for fn in env_fns.values():
         jax.block_until_ready(fn(jax.random.PRNGKey(0)))
@@ -187,9 +200,10 @@ def measure_case(name: str, overrides: list[str], map_name: str, repeats: int, p
             jax.block_until_ready(fn(jax.random.PRNGKey(r + 1)))
             env_times[kernels].append(time.perf_counter() - tic)
         tic = time.perf_counter()
-        trained, _ = compiled(trained)
+        trained, updates = compiled(trained)
         jax.block_until_ready(trained)
         iteration_times.append(time.perf_counter() - tic)
+        assert int(updates.sum()) > 0, "a timed iteration made no update"
     env_seconds = min(statistics.median(t) for t in env_times.values())
     iteration_seconds = statistics.median(iteration_times)
     bound = env_seconds / (env_seconds + dot_seconds)
