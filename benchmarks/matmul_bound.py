@@ -8,7 +8,7 @@ rollout, the next rollout needs the updated parameters). So an iteration takes a
     t_dots  its matrix products, each run at the best rate this machine reaches for exactly that product,
 
 with every other operation (element-wise work, reductions, the optimizer, loop overheads) free. The script
-takes the iteration's jaxpr, counts every dot_general with its trip count (scan lengths multiplied; of a
+takes the iteration's jaxpr, removes its dead code, counts every dot_general with its trip count (scan lengths multiplied; of a
 `cond` the costlier branch), times each distinct product on this machine — alone, and as two independent
 copies inside a compiled loop (so products too small to use both cores are credited with running side by
 side), each under XLA's default and its own CPU kernels, keeping the fastest — and reports
@@ -40,6 +40,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax._src.interpreters import partial_eval
 from jax.extend import core as jax_core
 
 from throughput import RESULTS, SETTINGS, compiled_training, env_only_program
@@ -168,7 +169,11 @@ def measure_case(name: str, overrides: list[str], map_name: str, repeats: int, p
     program = build_program(config)
     backbone = program.backbone
     learner = jax.tree.map(lambda x: x[0], program.init(seed_keys(config)).learner)
-    dots = count_dots(jax.make_jaxpr(lambda s: backbone.iteration(s))(learner).jaxpr)
+    closed = jax.make_jaxpr(lambda s: backbone.iteration(s))(learner)
+    # Dead code out first, as XLA removes it: e.g. the input gradient of a first layer, which a custom
+    # derivative (bfloat16 matmuls) computes and nothing uses. (A JAX-internal pass; benchmarks only.)
+    live, _ = partial_eval.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+    dots = count_dots(live)
     steps = backbone.num_envs * backbone.length
     flops = total_flops(dots)
     print(f"{name}: {steps} env steps per iteration, {flops / 1e9:.1f} GFLOP of matmuls "
