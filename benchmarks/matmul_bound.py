@@ -8,17 +8,19 @@ rollout, the next rollout needs the updated parameters). So an iteration takes a
     t_dots  its matrix products, each run at the best rate this machine reaches for exactly that product,
 
 with every other operation (element-wise work, reductions, the optimizer, loop overheads) free. The script
-takes the iteration's jaxpr, removes its dead code, counts every dot_general with its trip count (scan lengths multiplied; of a
-`cond` the costlier branch), times each distinct product on this machine — alone, and as two independent
-copies inside a compiled loop (so products too small to use both cores are credited with running side by
-side), each under XLA's default and its own CPU kernels, keeping the fastest — and reports
+takes the iteration's jaxpr, removes its dead code, counts every dot_general with its trip count (scan
+lengths multiplied; of a `cond` the costlier branch), times each distinct product on this machine — alone,
+and as two independent copies inside a compiled loop (so products too small to use both cores are credited
+with running side by side), each under XLA's default and its own CPU kernels, keeping the fastest — and
+reports
 
     bound on the fraction of the env-only ceiling = t_env / (t_env + t_dots)
 
 next to the measured fraction t_env / t_iteration (timed alternately with the env-only rollout). A bound
-below a target means no implementation of the same computation reaches it on this machine; a measured
-fraction far under its bound means the time goes to work other than matmuls. The same figures at this
-machine's peak matmul rate (a 2048^3 product) are reported as an even looser bound.
+below a target means that no program computing the same products with XLA reaches the target on this
+machine; a measured fraction far under its bound means the time goes to work other than matmuls. The same
+bound with every product at this machine's peak rate (a 2048^3 product) holds for any implementation of
+the same arithmetic.
 
     python benchmarks/matmul_bound.py                          # every case below (about 15 minutes)
     python benchmarks/matmul_bound.py --cases qmix_fixed,cadp_qmix_fixed  # some of them
