@@ -22,7 +22,7 @@ machine; a measured fraction far under its bound means the time goes to work oth
 bound with every product at this machine's peak rate (a 2048^3 product) holds for any implementation of
 the same arithmetic.
 
-    python benchmarks/matmul_bound.py                          # every case below (about 15 minutes)
+    python benchmarks/matmul_bound.py                          # every case below (about 20 minutes)
     python benchmarks/matmul_bound.py --cases qmix_fixed,cadp_qmix_fixed  # some of them
 
 Results: benchmarks/results/matmul_bound.json (or --out).
