@@ -45,7 +45,7 @@ from jax import lax
 from jax._src.interpreters import partial_eval
 from jax.extend import core as jax_core
 
-from throughput import RESULTS, SETTINGS, compiled_training, env_only_program
+from throughput import RESULTS, SETTINGS, alternate_with_env_only
 from ctde.config import build_config
 from ctde.training import cpu_kernels
 from ctde.training.loop import build_program
@@ -192,27 +192,10 @@ def measure_case(name: str, overrides: list[str], map_name: str, repeats: int, p
     peak = peaks["bfloat16" if bfloat16 else "float32"]
 
     # The measured iteration and the env-only rollout of the same steps, timed alternately.
-    compiled, trained, compile_seconds = compiled_training(map_name, overrides, 1)
-    for _ in range(100):  # until the replay holds a batch: every timed iteration must learn
-        trained, updates = compiled(trained)
-        if int(updates.sum()) > 0:
-            break
-    env_fns = {k: env_only_program(map_name, backbone.num_envs, backbone.length, k) for k in ("native", "ynnpack")}
-    for fn in env_fns.values():
-        jax.block_until_ready(fn(jax.random.PRNGKey(0)))
-    iteration_times, env_times = [], {k: [] for k in env_fns}
-    for r in range(repeats):
-        for kernels, fn in env_fns.items():
-            tic = time.perf_counter()
-            jax.block_until_ready(fn(jax.random.PRNGKey(r + 1)))
-            env_times[kernels].append(time.perf_counter() - tic)
-        tic = time.perf_counter()
-        trained, updates = compiled(trained)
-        jax.block_until_ready(trained)
-        iteration_times.append(time.perf_counter() - tic)
-        assert int(updates.sum()) > 0, "a timed iteration made no update"
-    env_seconds = min(statistics.median(t) for t in env_times.values())
-    iteration_seconds = statistics.median(iteration_times)
+    timed = alternate_with_env_only(map_name, overrides, repeats)
+    compile_seconds = timed["compile_seconds"]
+    env_seconds = steps / max(statistics.median(rates) for rates in timed["env_only"].values())
+    iteration_seconds = steps / statistics.median(timed["learner"])
     bound = env_seconds / (env_seconds + dot_seconds)
     result = {
         "overrides": overrides, "env_steps_per_iteration": steps, "matmul_gflop_per_iteration": flops / 1e9,

@@ -131,8 +131,10 @@ def compiled_training(map_name: str, overrides: list[str], iterations: int):
     tic = time.perf_counter()
     compiled = fn.lower(learner).compile()
     compile_seconds = time.perf_counter() - tic
-    learner, updates = compiled(learner)  # warm-up: fills the replay past one batch
-    jax.block_until_ready(learner)
+    for _ in range(100):  # warm-up until the replay holds a batch, so every measured call learns
+        learner, updates = compiled(learner)
+        if int(updates.sum()) > 0:
+            break
     return compiled, learner, compile_seconds
 
 
@@ -159,19 +161,18 @@ def ours(map_name: str, overrides: list[str], iterations: int, repeats: int) -> 
             "overrides": overrides}
 
 
-def mappo_paired(map_name: str, num_envs: int, precision: str, repeats: int) -> dict:
-    """MAPPO's steady-state throughput as a fraction of env-only throughput at the same number of environments.
+def alternate_with_env_only(map_name: str, overrides: list[str], repeats: int) -> dict:
+    """One learning iteration of `overrides` timed `repeats` times, each right after env-only rollouts of the same
+    length and environments (with XLA's own kernels and with XLA's default, YNNPACK), so that all see the same
+    machine state. (On these shared 2-core machines speed drifts by 10-20% over minutes, more than the margins
+    being measured, when the two are timed minutes apart.)
 
-    Timed calls alternate: env-only rollouts of the same length as MAPPO's (with XLA's own kernels and with
-    XLA's default, YNNPACK), then one MAPPO iteration (rollout and its 5 epochs of updates), so all see the same
-    machine state; the fraction is the median of the per-pair ratios to the faster env-only rollout (the
-    ceiling). (On these shared 2-core machines speed drifts by 10-20% over minutes, more than the margins being
-    measured, when the two are timed minutes apart.) The fraction against the XLA-default environment alone,
-    this benchmark's ceiling before the kernel choice was known, is reported as well."""
-    overrides = ["algo=mappo", f"rollout.num_envs={num_envs}", f"algo.matmul_precision={precision}"]
+    Returns {"learner": [env steps/s per iteration], "env_only": {kernels: [env steps/s]}, "env_steps": rollout
+    length, "compile_seconds", "config"}; every timed iteration has learned."""
     compiled, learner, compile_seconds = compiled_training(map_name, overrides, 1)
-    config = resolve(build_config([f"env=smax:{map_name}", *overrides]))
-    steps = int(config.rollout.length)
+    config = resolve(build_config([f"env=smax:{map_name}", "algo=qmix", *overrides]))
+    backbone = build_program(config).backbone  # (its rollout length: value decomposition's is the episode limit)
+    num_envs, steps = backbone.num_envs, backbone.length
     ceilings = {k: env_only_program(map_name, num_envs, steps, k) for k in CEILING_KERNELS}
     for fn in ceilings.values():
         jax.block_until_ready(fn(jax.random.PRNGKey(0)))
@@ -182,8 +183,23 @@ def mappo_paired(map_name: str, num_envs: int, precision: str, repeats: int) -> 
             tic = time.perf_counter()
             jax.block_until_ready(fn(jax.random.PRNGKey(r + 1)))
             env_rates[kernels].append(num_envs * steps / (time.perf_counter() - tic))
-        rate, _, learner = measure(compiled, learner)
+        rate, updates, learner = measure(compiled, learner)
+        assert updates > 0, "a timed iteration made no update"
         learner_rates.append(rate)
+    return {"learner": learner_rates, "env_only": env_rates, "env_steps": steps,
+            "compile_seconds": compile_seconds, "config": config}
+
+
+def mappo_paired(map_name: str, num_envs: int, precision: str, repeats: int) -> dict:
+    """MAPPO's steady-state throughput as a fraction of env-only throughput at the same number of environments.
+
+    Timed calls alternate (`alternate_with_env_only`): env-only rollouts of the same length as MAPPO's, then one
+    MAPPO iteration (rollout and its 5 epochs of updates); the fraction is the median of the per-pair ratios to
+    the faster env-only rollout (the ceiling). The fraction against the XLA-default environment alone, this
+    benchmark's ceiling before the kernel choice was known, is reported as well."""
+    overrides = ["algo=mappo", f"rollout.num_envs={num_envs}", f"algo.matmul_precision={precision}"]
+    timed = alternate_with_env_only(map_name, overrides, repeats)
+    learner_rates, env_rates, config = timed["learner"], timed["env_only"], timed["config"]
     best_env = [max(rates) for rates in zip(*env_rates.values())]
     fractions = [mine / env for mine, env in zip(learner_rates, best_env)]
     default_fractions = [mine / env for mine, env in zip(learner_rates, env_rates["ynnpack"])]
@@ -191,10 +207,10 @@ def mappo_paired(map_name: str, num_envs: int, precision: str, repeats: int) -> 
             "cpu_kernels": cpu_kernels.kernel_choice(config.algo.cpu_kernels, algo="mappo", precision=precision,
                                                      learning=True),
             "env_only_steps_per_second": statistics.median(best_env),
-            "env_only_runs_by_cpu_kernels": env_rates, "env_only_rollout_steps": steps,
+            "env_only_runs_by_cpu_kernels": env_rates, "env_only_rollout_steps": timed["env_steps"],
             "fraction_of_env_only_same_envs": statistics.median(fractions), "paired_fractions": fractions,
             "fraction_of_xla_default_env_only": statistics.median(default_fractions),
-            "compile_seconds": compile_seconds, "overrides": overrides}
+            "compile_seconds": timed["compile_seconds"], "overrides": overrides}
 
 
 def ours_whole_run(map_name: str, overrides: list[str], rollouts: int, repeats: int) -> dict:
