@@ -65,6 +65,7 @@ def env_only_program(map_name: str, num_envs: int, steps: int, kernels: str = "n
     """A jitted rollout of random available actions, vmapped over environments, reset inside the scan: the
     ceiling, compiled with XLA:CPU `kernels` (`ctde.training.cpu_kernels`: "native" is the fastest for SMAX,
     "ynnpack" is XLA's default). Returns the function of a PRNG key."""
+    cpu_kernels.unroll_threefry()  # as every training program does (ctde.training.loop.build_program)
     env = make_env(build_config([f"env=smax:{map_name}"]).env)
 
     def rollout(key):

@@ -86,3 +86,30 @@ def test_a_run_compiles_its_programs_with_the_configured_kernels(overrides, expe
     program = build_program(resolve(build_config(["env=toy:hallway", "out=/tmp/unused", *overrides])))
     assert program.compiler_options() == expected
     assert program.compiler_options(learning=False) == {YNN_FIELD: ""}  # evaluation: the environment dominates
+
+
+def test_straight_line_threefry_draws_the_same_bits_without_a_loop():
+    from jax._src.interpreters import mlir
+    from jax._src.random import threefry2x32
+
+    def draws(key):
+        first, second = jax.random.split(key)
+        return (jax.random.split(key, 7), jax.random.uniform(first, (1000,)), jax.random.normal(second, (33, 5)),
+                jax.random.categorical(first, jnp.zeros((100, 11))),
+                jax.vmap(lambda k: jax.random.bits(k, (3,), jnp.uint32))(jax.random.split(second, 16)))
+
+    key = jax.random.PRNGKey(42)
+    # JAX's own CPU lowering (a 5-trip loop) first, then ours; a fresh function each time, so nothing is reused.
+    mlir.register_lowering(threefry2x32.threefry2x32_p, threefry2x32._threefry2x32_cpu_lowering_rule,
+                           platform="cpu")
+    looped = jax.jit(lambda k: draws(k))
+    assert "while" in looped.lower(key).as_text()
+    expected = looped(key)
+    try:
+        assert cpu_kernels.unroll_threefry()
+        straight = jax.jit(lambda k: draws(k))
+        assert "while" not in straight.lower(key).as_text()
+        for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(straight(key))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    finally:
+        cpu_kernels.unroll_threefry()  # leave the process as every training program leaves it

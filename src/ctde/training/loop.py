@@ -145,6 +145,7 @@ class Program:
 
 
 def build_program(config: TrainConfig) -> Program:
+    cpu_kernels.unroll_threefry()
     env = make_env(config.env, views=PARADIGMS[config.paradigm.name].required_views)
     paradigm = make_paradigm(config, env.spec)
     backbone = make_backbone(config, env, paradigm)
