@@ -10,6 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ctde.nets.precision import Dense, contract, matmul
 
@@ -119,6 +120,8 @@ def agent_inputs(obs: jax.Array, last_action: jax.Array, n_actions: int, extra: 
     obs [..., n, obs_dim], last_action int [..., n] (-1 = none yet) -> [..., n, obs_dim + |A| + extras + n].
     """
     n_agents = obs.shape[-2]
-    ids = jnp.broadcast_to(jnp.eye(n_agents, dtype=obs.dtype), (*obs.shape[:-2], n_agents, n_agents))
+    # A constant, not jnp.eye: the online and target networks then assemble identical inputs, which XLA merges
+    # into one concatenation (and one bfloat16 copy) per update instead of one each.
+    ids = jnp.broadcast_to(np.eye(n_agents, dtype=obs.dtype), (*obs.shape[:-2], n_agents, n_agents))
     last = jax.nn.one_hot(last_action, n_actions, dtype=obs.dtype)  # -1 -> all zeros
     return jnp.concatenate([obs, last, *[e.astype(obs.dtype) for e in extra], ids], axis=-1)
