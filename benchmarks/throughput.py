@@ -23,7 +23,8 @@ Settings:
 Throughput is steady state: the replay already holds enough data, so every iteration learns (JaxMARL starts
 learning only once its buffer holds 32 rollouts, 65,536 steps at (b); a short fixed-length run of it is mostly
 collection). For JaxMARL, steady state is the difference between two run lengths; its whole-run figure is
-reported too. Compile time is reported separately. Results: benchmarks/results/throughput.json.
+reported too. Ours and JaxMARL's are timed in alternation, `--rounds` times, and the ratio reported is the
+median of the per-round ratios. Compile time is reported separately. Results: benchmarks/results/throughput.json.
 
     python benchmarks/throughput.py                       # ours only
     python benchmarks/throughput.py --jaxmarl-qmix ~/JaxMARL/baselines/QLearning/qmix_rnn.py \
@@ -258,12 +259,47 @@ def jaxmarl(qmix_file: str, python: str, map_name: str) -> dict:
                                   f"{long * per_rollout}_steps": long - warmup_rollouts}}
 
 
+def side_by_side(map_name: str, names: list[str], qmix_file: str, python: str, rounds: int, repeats: int
+                 ) -> dict:
+    """Our steady state at the (b) settings `names` and JaxMARL's, timed in alternation `rounds` times.
+
+    This machine's speed drifts by 10-20% over minutes, more than the margins compared, so each round's ratio
+    divides figures measured within a few minutes of each other, and the ratio reported is the median over
+    rounds. Ours are compiled once and keep learning across rounds (each timed call: 4 iterations, every one
+    learning); JaxMARL's steady state is the difference of its two whole runs (`jaxmarl`), run afresh each round.
+    """
+    programs = {name: compiled_training(map_name, SETTINGS[name], 4)[:2] for name in names}
+    table = []
+    for round_index in range(rounds):
+        row: dict = {"ours": {}, "ours_runs": {}}
+        for name, (compiled, learner) in programs.items():
+            rates = []
+            for _ in range(repeats):
+                rate, _, learner = measure(compiled, learner)
+                rates.append(rate)
+            programs[name] = (compiled, learner)
+            row["ours"][name], row["ours_runs"][name] = statistics.median(rates), rates
+        row["jaxmarl"] = jaxmarl(qmix_file, python, map_name)
+        steady = row["jaxmarl"]["steady_state_steps_per_second"]
+        row["ratios"] = {name: rate / steady for name, rate in row["ours"].items()}
+        table.append(row)
+        mine = ", ".join(f"{name} {rate:,.0f} ({row['ratios'][name]:.2f}x)" for name, rate in row["ours"].items())
+        print(f"round {round_index + 1}/{rounds}: JaxMARL steady {steady:,.0f} steps/s; ours {mine}", flush=True)
+    return {"rounds": table,
+            "median_ratio": {name: statistics.median(row["ratios"][name] for row in table) for name in names},
+            "ours_median_steps_per_second": {name: statistics.median(row["ours"][name] for row in table)
+                                             for name in names},
+            "jaxmarl_median_steady_steps_per_second": statistics.median(
+                row["jaxmarl"]["steady_state_steps_per_second"] for row in table)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--map", default="5m_vs_6m")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jaxmarl-qmix", help="path of JaxMARL's baselines/QLearning/qmix_rnn.py")
     parser.add_argument("--jaxmarl-python", default=sys.executable, help="a Python with jaxmarl, hydra-core, wandb")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of ours and JaxMARL at (b)")
     parser.add_argument("--settings", default="a_pymarl,b_jaxmarl_matched,b_jaxmarl_matched_bfloat16")
     parser.add_argument("--env-counts", default="16,64,512")
     parser.add_argument("--mappo-envs", default="64,256", help="parallel environments for MAPPO ('' to skip)")
@@ -299,14 +335,16 @@ def main() -> None:
                   f"{r['fraction_of_env_only_same_envs']:.1%} (target >= 30%; of the XLA-default env alone "
                   f"{r['fraction_of_xla_default_env_only']:.1%}; compile {r['compile_seconds']:.1f} s)", flush=True)
     if args.jaxmarl_qmix:
-        results["jaxmarl_qmix_rnn_b"] = jaxmarl(args.jaxmarl_qmix, args.jaxmarl_python, args.map)
-        base = results["jaxmarl_qmix_rnn_b"]["steady_state_steps_per_second"]
-        print(f"JaxMARL qmix_rnn (b), steady state: {base:,.0f} steps/s", flush=True)
-        for name in (n for n in results["ours"] if n.startswith("b_")):
+        b_names = [name for name in results["ours"] if name.startswith("b_")]
+        paired = side_by_side(args.map, b_names, args.jaxmarl_qmix, args.jaxmarl_python, args.rounds, args.repeats)
+        results["side_by_side_b"] = paired
+        results["jaxmarl_qmix_rnn_b"] = paired["rounds"][-1]["jaxmarl"]
+        for name in b_names:
             suffix = name.removeprefix("b_jaxmarl_matched")
-            ratio = results["ours"][name]["steps_per_second"] / base
+            ratio = paired["median_ratio"][name]
             results[f"ratio_ours_b{suffix}_over_jaxmarl_b_steady_state"] = ratio
-            print(f"ratio ours ({name}) / JaxMARL at (b), steady state: {ratio:.2f}x", flush=True)
+            print(f"ratio ours ({name}) / JaxMARL at (b), steady state, median of {args.rounds} rounds: "
+                  f"{ratio:.2f}x", flush=True)
             # JaxMARL's buffer can sample only once it holds 32 rollouts (65,536 steps at (b)); a whole run of
             # the same length with learning from the same point is the like-for-like whole-run comparison.
             for steps_key, theirs in results["jaxmarl_qmix_rnn_b"]["whole_run"].items():
