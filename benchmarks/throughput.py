@@ -150,15 +150,22 @@ def measure(compiled, learner) -> tuple[float, int, object]:
     return (int(learner.env_steps) - before) / elapsed, int(updates.sum()), learner
 
 
-def ours(map_name: str, overrides: list[str], iterations: int, repeats: int) -> dict:
-    """Steady-state training throughput of our QMIX: jitted scans of `iterations` learning iterations."""
-    compiled, learner, compile_seconds = compiled_training(map_name, overrides, iterations)
+def timed_calls(program: list, repeats: int) -> tuple[list[float], list[int]]:
+    """`repeats` timed calls of a `compiled_training` program held as [compiled, learner, compile seconds]; its
+    learner carries on from call to call (program[1] is updated). Returns env steps/s and updates per call."""
     rates, update_counts = [], []
     for _ in range(repeats):
-        rate, updates, learner = measure(compiled, learner)
+        rate, updates, program[1] = measure(program[0], program[1])
         rates.append(rate)
         update_counts.append(updates)
-    return {"steps_per_second": statistics.median(rates), "runs": rates, "compile_seconds": compile_seconds,
+    return rates, update_counts
+
+
+def ours(program: list, overrides: list[str], iterations: int, repeats: int) -> dict:
+    """Steady-state training throughput of our QMIX: `program` (`compiled_training` of `overrides`, jitted scans of
+    `iterations` learning iterations, as a list) timed `repeats` times."""
+    rates, update_counts = timed_calls(program, repeats)
+    return {"steps_per_second": statistics.median(rates), "runs": rates, "compile_seconds": program[2],
             "updates_per_measurement": update_counts[-1], "iterations_per_measurement": iterations,
             "overrides": overrides}
 
@@ -259,25 +266,22 @@ def jaxmarl(qmix_file: str, python: str, map_name: str) -> dict:
                                   f"{long * per_rollout}_steps": long - warmup_rollouts}}
 
 
-def side_by_side(map_name: str, names: list[str], qmix_file: str, python: str, rounds: int, repeats: int
+def side_by_side(map_name: str, programs: dict[str, list], qmix_file: str, python: str, rounds: int, repeats: int
                  ) -> dict:
-    """Our steady state at the (b) settings `names` and JaxMARL's, timed in alternation `rounds` times.
+    """Our steady state at (b) settings, `programs` {setting name: `compiled_training` program as a list}, and
+    JaxMARL's, timed in alternation `rounds` times.
 
     This machine's speed drifts by 10-20% over minutes, more than the margins compared, so each round's ratio
     divides figures measured within a few minutes of each other, and the ratio reported is the median over
-    rounds. Ours are compiled once and keep learning across rounds (each timed call: 4 iterations, every one
-    learning); JaxMARL's steady state is the difference of its two whole runs (`jaxmarl`), run afresh each round.
+    rounds. Our programs keep learning across rounds (each timed call: 4 iterations, every one learning);
+    JaxMARL's steady state is the difference of its two whole runs (`jaxmarl`), run afresh each round.
     """
-    programs = {name: compiled_training(map_name, SETTINGS[name], 4)[:2] for name in names}
+    names = list(programs)
     table = []
     for round_index in range(rounds):
         row: dict = {"ours": {}, "ours_runs": {}}
-        for name, (compiled, learner) in programs.items():
-            rates = []
-            for _ in range(repeats):
-                rate, _, learner = measure(compiled, learner)
-                rates.append(rate)
-            programs[name] = (compiled, learner)
+        for name, program in programs.items():
+            rates, _ = timed_calls(program, repeats)
             row["ours"][name], row["ours_runs"][name] = statistics.median(rates), rates
         row["jaxmarl"] = jaxmarl(qmix_file, python, map_name)
         steady = row["jaxmarl"]["steady_state_steps_per_second"]
@@ -319,10 +323,11 @@ def main() -> None:
         by_kernels = ", ".join(f"{k} {v:,.0f}" for k, v in row["by_cpu_kernels"].items())
         print(f"env only, {row['num_envs']:>4} envs: {row['steps_per_second']:>10,.0f} steps/s ({by_kernels})",
               flush=True)
-    results["ours"] = {}
+    results["ours"], programs = {}, {}
     for name in (n for n in args.settings.split(",") if n):
         iterations = 4 if name.startswith("b") else 40
-        results["ours"][name] = ours(args.map, SETTINGS[name], iterations, args.repeats)
+        programs[name] = list(compiled_training(args.map, SETTINGS[name], iterations))
+        results["ours"][name] = ours(programs[name], SETTINGS[name], iterations, args.repeats)
         r = results["ours"][name]
         print(f"ours {name}: {r['steps_per_second']:,.0f} steps/s (compile {r['compile_seconds']:.1f} s)", flush=True)
     for n in mappo_envs:
@@ -336,7 +341,8 @@ def main() -> None:
                   f"{r['fraction_of_xla_default_env_only']:.1%}; compile {r['compile_seconds']:.1f} s)", flush=True)
     if args.jaxmarl_qmix:
         b_names = [name for name in results["ours"] if name.startswith("b_")]
-        paired = side_by_side(args.map, b_names, args.jaxmarl_qmix, args.jaxmarl_python, args.rounds, args.repeats)
+        paired = side_by_side(args.map, {name: programs[name] for name in b_names}, args.jaxmarl_qmix,
+                              args.jaxmarl_python, args.rounds, args.repeats)
         results["side_by_side_b"] = paired
         results["jaxmarl_qmix_rnn_b"] = paired["rounds"][-1]["jaxmarl"]
         for name in b_names:
