@@ -23,7 +23,7 @@ import time
 
 import jax
 
-from throughput import RESULTS, compiled_training, measure
+from throughput import RESULTS, compiled_training
 
 PROGRAMS = {"qmix": ["paradigm=ctde"], "cadp_qmix": ["paradigm=cadp"]}
 
@@ -51,16 +51,16 @@ def main() -> None:
 
     programs = {}
     for name, paradigm in PROGRAMS.items():
-        programs[name] = list(compiled_training(args.map, [*paradigm, *args.overrides], args.iterations))
-        print(f"{name}: compiled in {programs[name][2]:.1f} s", flush=True)
+        programs[name] = compiled_training(args.map, [*paradigm, *args.overrides], args.iterations)
+        print(f"{name}: compiled in {programs[name].compile_seconds:.1f} s", flush=True)
     rates: dict[str, list[float]] = {name: [] for name in programs}
     for repeat in range(args.repeats):
         for name, program in programs.items():
-            rate, _, program[1] = measure(program[0], program[1])
+            rate, _ = program.timed_call()
             rates[name].append(rate)
         print(f"repeat {repeat + 1}: " + ", ".join(f"{n} {r[-1]:,.0f} steps/s" for n, r in rates.items()), flush=True)
     median = {name: statistics.median(r) for name, r in rates.items()}
-    flops = {name: flop_count(program[0]) for name, program in programs.items()}
+    flops = {name: flop_count(program.compiled) for name, program in programs.items()}
     ratio = median["qmix"] / median["cadp_qmix"]  # time per env step, CADP over QMIX
     results = {
         "map": args.map, "settings": "ctde defaults (8 envs, whole episodes, batch 32, 4 updates per rollout)",
@@ -68,7 +68,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} {jax.devices()[0].platform} "
                    f"device(s)", "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"),
         "steps_per_second": median, "runs": rates,
-        "compile_seconds": {name: program[2] for name, program in programs.items()},
+        "compile_seconds": {name: program.compile_seconds for name, program in programs.items()},
         "cadp_time_per_step_over_qmix": ratio, "target": 1.3,
         "xla_flops_per_call": flops,
         "cadp_flops_over_qmix": flops["cadp_qmix"] / flops["qmix"] if all(flops.values()) else None,

@@ -40,7 +40,9 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -111,11 +113,33 @@ def env_only(map_name: str, num_envs: int, steps: int = 128, repeats: int = 5) -
             "compile_seconds": compile_seconds}
 
 
-def compiled_training(map_name: str, overrides: list[str], iterations: int):
-    """A jitted scan of `iterations` learning iterations of one seed, compiled, with its warmed-up learner
-    (the replay already holds more than a batch, so every measured iteration learns).
+@dataclass
+class TrainingProgram:
+    """A compiled scan of learning iterations of one seed and the learner it continues from: each timed call
+    advances `learner`, so successive calls keep training instead of repeating the same iterations."""
 
-    Returns (compiled function, learner, compile seconds)."""
+    compiled: Callable
+    learner: Any
+    compile_seconds: float
+
+    def timed_call(self) -> tuple[float, int]:
+        """One timed call: (env steps/s, updates made)."""
+        before = int(self.learner.env_steps)
+        tic = time.perf_counter()
+        self.learner, updates = self.compiled(self.learner)
+        jax.block_until_ready(self.learner)
+        elapsed = time.perf_counter() - tic
+        return (int(self.learner.env_steps) - before) / elapsed, int(updates.sum())
+
+    def timed_calls(self, repeats: int) -> tuple[list[float], list[int]]:
+        """`repeats` timed calls: env steps/s and updates per call."""
+        calls = [self.timed_call() for _ in range(repeats)]
+        return [rate for rate, _ in calls], [updates for _, updates in calls]
+
+
+def compiled_training(map_name: str, overrides: list[str], iterations: int) -> TrainingProgram:
+    """A jitted scan of `iterations` learning iterations of one seed, compiled, with its warmed-up learner
+    (the replay already holds more than a batch, so every measured iteration learns)."""
     config = resolve(build_config([f"env=smax:{map_name}", "algo=qmix", "seeds=1", "out=/tmp/unused", *overrides]))
     # (overrides come last, so "algo=mappo" among them selects MAPPO)
     program = build_program(config)
@@ -137,35 +161,14 @@ def compiled_training(map_name: str, overrides: list[str], iterations: int):
         learner, updates = compiled(learner)
         if int(updates.sum()) > 0:
             break
-    return compiled, learner, compile_seconds
+    return TrainingProgram(compiled, learner, compile_seconds)
 
 
-def measure(compiled, learner) -> tuple[float, int, object]:
-    """One timed call: (env steps/s, updates made, the learner to continue from)."""
-    before = int(learner.env_steps)
-    tic = time.perf_counter()
-    learner, updates = compiled(learner)
-    jax.block_until_ready(learner)
-    elapsed = time.perf_counter() - tic
-    return (int(learner.env_steps) - before) / elapsed, int(updates.sum()), learner
-
-
-def timed_calls(program: list, repeats: int) -> tuple[list[float], list[int]]:
-    """`repeats` timed calls of a `compiled_training` program held as [compiled, learner, compile seconds]; its
-    learner carries on from call to call (program[1] is updated). Returns env steps/s and updates per call."""
-    rates, update_counts = [], []
-    for _ in range(repeats):
-        rate, updates, program[1] = measure(program[0], program[1])
-        rates.append(rate)
-        update_counts.append(updates)
-    return rates, update_counts
-
-
-def ours(program: list, overrides: list[str], iterations: int, repeats: int) -> dict:
+def ours(program: TrainingProgram, overrides: list[str], iterations: int, repeats: int) -> dict:
     """Steady-state training throughput of our QMIX: `program` (`compiled_training` of `overrides`, jitted scans of
-    `iterations` learning iterations, as a list) timed `repeats` times."""
-    rates, update_counts = timed_calls(program, repeats)
-    return {"steps_per_second": statistics.median(rates), "runs": rates, "compile_seconds": program[2],
+    `iterations` learning iterations) timed `repeats` times."""
+    rates, update_counts = program.timed_calls(repeats)
+    return {"steps_per_second": statistics.median(rates), "runs": rates, "compile_seconds": program.compile_seconds,
             "updates_per_measurement": update_counts[-1], "iterations_per_measurement": iterations,
             "overrides": overrides}
 
@@ -178,7 +181,7 @@ def alternate_with_env_only(map_name: str, overrides: list[str], repeats: int) -
 
     Returns {"learner": [env steps/s per iteration], "env_only": {kernels: [env steps/s]}, "env_steps": rollout
     length, "compile_seconds", "config"}; every timed iteration has learned."""
-    compiled, learner, compile_seconds = compiled_training(map_name, overrides, 1)
+    program = compiled_training(map_name, overrides, 1)
     config = resolve(build_config([f"env=smax:{map_name}", "algo=qmix", *overrides]))
     backbone = build_program(config).backbone  # (its rollout length: value decomposition's is the episode limit)
     num_envs, steps = backbone.num_envs, backbone.length
@@ -192,11 +195,11 @@ def alternate_with_env_only(map_name: str, overrides: list[str], repeats: int) -
             tic = time.perf_counter()
             jax.block_until_ready(fn(jax.random.PRNGKey(r + 1)))
             env_rates[kernels].append(num_envs * steps / (time.perf_counter() - tic))
-        rate, updates, learner = measure(compiled, learner)
+        rate, updates = program.timed_call()
         assert updates > 0, "a timed iteration made no update"
         learner_rates.append(rate)
     return {"learner": learner_rates, "env_only": env_rates, "env_steps": steps,
-            "compile_seconds": compile_seconds, "config": config}
+            "compile_seconds": program.compile_seconds, "config": config}
 
 
 def mappo_paired(map_name: str, num_envs: int, precision: str, repeats: int) -> dict:
@@ -266,9 +269,9 @@ def jaxmarl(qmix_file: str, python: str, map_name: str) -> dict:
                                   f"{long * per_rollout}_steps": long - warmup_rollouts}}
 
 
-def side_by_side(map_name: str, programs: dict[str, list], qmix_file: str, python: str, rounds: int, repeats: int
+def side_by_side(map_name: str, programs: dict[str, TrainingProgram], qmix_file: str, python: str, rounds: int, repeats: int
                  ) -> dict:
-    """Our steady state at (b) settings, `programs` {setting name: `compiled_training` program as a list}, and
+    """Our steady state at (b) settings, `programs` {setting name: `compiled_training` program}, and
     JaxMARL's, timed in alternation `rounds` times.
 
     This machine's speed drifts by 10-20% over minutes, more than the margins compared, so each round's ratio
@@ -281,7 +284,7 @@ def side_by_side(map_name: str, programs: dict[str, list], qmix_file: str, pytho
     for round_index in range(rounds):
         row: dict = {"ours": {}, "ours_runs": {}}
         for name, program in programs.items():
-            rates, _ = timed_calls(program, repeats)
+            rates, _ = program.timed_calls(repeats)
             row["ours"][name], row["ours_runs"][name] = statistics.median(rates), rates
         row["jaxmarl"] = jaxmarl(qmix_file, python, map_name)
         steady = row["jaxmarl"]["steady_state_steps_per_second"]
@@ -326,7 +329,7 @@ def main() -> None:
     results["ours"], programs = {}, {}
     for name in (n for n in args.settings.split(",") if n):
         iterations = 4 if name.startswith("b") else 40
-        programs[name] = list(compiled_training(args.map, SETTINGS[name], iterations))
+        programs[name] = compiled_training(args.map, SETTINGS[name], iterations)
         results["ours"][name] = ours(programs[name], SETTINGS[name], iterations, args.repeats)
         r = results["ours"][name]
         print(f"ours {name}: {r['steps_per_second']:,.0f} steps/s (compile {r['compile_seconds']:.1f} s)", flush=True)
