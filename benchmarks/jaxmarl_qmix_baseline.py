@@ -2,7 +2,9 @@
 
 JaxMARL's baselines are not part of its PyPI package, and none of their code is in this repository: pass
 the path of a JaxMARL checkout's `baselines/QLearning/qmix_rnn.py`, and run this with a Python that has
-jaxmarl, hydra-core, omegaconf and wandb installed (throughput.py does this for you with --jaxmarl-python).
+jaxmarl, flashbax, hydra-core, omegaconf, wandb and six installed (throughput.py does this for you with
+--jaxmarl-python). A fresh one: `python -m venv jaxmarl-venv && jaxmarl-venv/bin/pip install jaxmarl flashbax
+hydra-core omegaconf wandb six`.
 
     python jaxmarl_qmix_baseline.py /path/to/JaxMARL/baselines/QLearning/qmix_rnn.py --steps 204800
 

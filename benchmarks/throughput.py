@@ -269,8 +269,8 @@ def jaxmarl(qmix_file: str, python: str, map_name: str) -> dict:
                                   f"{long * per_rollout}_steps": long - warmup_rollouts}}
 
 
-def side_by_side(map_name: str, programs: dict[str, TrainingProgram], qmix_file: str, python: str, rounds: int, repeats: int
-                 ) -> dict:
+def side_by_side(map_name: str, programs: dict[str, TrainingProgram], qmix_file: str, python: str, rounds: int,
+                 repeats: int) -> dict:
     """Our steady state at (b) settings, `programs` {setting name: `compiled_training` program}, and
     JaxMARL's, timed in alternation `rounds` times.
 
@@ -305,7 +305,8 @@ def main() -> None:
     parser.add_argument("--map", default="5m_vs_6m")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jaxmarl-qmix", help="path of JaxMARL's baselines/QLearning/qmix_rnn.py")
-    parser.add_argument("--jaxmarl-python", default=sys.executable, help="a Python with jaxmarl, hydra-core, wandb")
+    parser.add_argument("--jaxmarl-python", default=sys.executable,
+                        help="a Python with jaxmarl, flashbax, hydra-core, omegaconf, wandb and six")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of ours and JaxMARL at (b)")
     parser.add_argument("--settings", default="a_pymarl,b_jaxmarl_matched,b_jaxmarl_matched_bfloat16")
     parser.add_argument("--env-counts", default="16,64,512")
