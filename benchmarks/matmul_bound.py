@@ -45,7 +45,7 @@ from jax import lax
 from jax._src.interpreters import partial_eval
 from jax.extend import core as jax_core
 
-from throughput import RESULTS, SETTINGS, alternate_with_env_only
+from throughput import RESULTS, SETTINGS, alternate_with_env_only, peak_rate
 from ctde.config import build_config
 from ctde.training import cpu_kernels
 from ctde.training.loop import build_program
@@ -154,16 +154,6 @@ def best_rate(key) -> dict:
 def _describe(key) -> str:
     lhs, rhs, dims, out = key
     return f"{lhs.str_short()} x {rhs.str_short()} dims={dims} -> {jnp.dtype(out).name}"
-
-
-def peak_rate() -> dict:
-    """This machine's rate on a 2048^3 product, float32 and bfloat16 operands (float32 accumulation)."""
-    out = {}
-    for dtype in (jnp.float32, jnp.bfloat16):
-        a = jnp.ones((2048, 2048), dtype)
-        seconds = _timed(jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32)), a, repeats=3)
-        out[jnp.dtype(dtype).name] = 2 * 2048 ** 3 / seconds
-    return out
 
 
 def measure_case(name: str, overrides: list[str], map_name: str, repeats: int, peaks: dict) -> dict:

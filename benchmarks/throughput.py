@@ -24,7 +24,9 @@ Throughput is steady state: the replay already holds enough data, so every itera
 learning only once its buffer holds 32 rollouts, 65,536 steps at (b); a short fixed-length run of it is mostly
 collection). For JaxMARL, steady state is the difference between two run lengths; its whole-run figure is
 reported too. Ours and JaxMARL's are timed in alternation, `--rounds` times, and the ratio reported is the
-median of the per-round ratios. Compile time is reported separately. Results: benchmarks/results/throughput.json.
+median of the per-round ratios. Compile time is reported separately. The machine's rate on a 2048^3 product
+(float32 and bfloat16) is recorded at the start and before every round: on a shared host it moves with the
+neighbours' load, and the ratio with it. Results: benchmarks/results/throughput.json.
 
     python benchmarks/throughput.py                       # ours only
     python benchmarks/throughput.py --jaxmarl-qmix ~/JaxMARL/baselines/QLearning/qmix_rnn.py \
@@ -111,6 +113,23 @@ def env_only(map_name: str, num_envs: int, steps: int = 128, repeats: int = 5) -
     rates = {k: num_envs * steps / statistics.median(t) for k, t in times.items()}
     return {"num_envs": num_envs, "steps_per_second": max(rates.values()), "by_cpu_kernels": rates,
             "compile_seconds": compile_seconds}
+
+
+def peak_rate() -> dict:
+    """This machine's rate right now on a 2048^3 product, {"float32": FLOP/s, "bfloat16": FLOP/s} (float32
+    accumulation; best of 3). On a shared host it moves with the neighbours' load, and bfloat16 moves most."""
+    out = {}
+    for dtype in (jnp.float32, jnp.bfloat16):
+        a = jnp.ones((2048, 2048), dtype)
+        product = jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32))
+        jax.block_until_ready(product(a))
+        times = []
+        for _ in range(3):
+            tic = time.perf_counter()
+            jax.block_until_ready(product(a))
+            times.append(time.perf_counter() - tic)
+        out[jnp.dtype(dtype).name] = 2 * 2048 ** 3 / min(times)
+    return out
 
 
 @dataclass
@@ -282,7 +301,10 @@ def side_by_side(map_name: str, programs: dict[str, TrainingProgram], qmix_file:
     names = list(programs)
     table = []
     for round_index in range(rounds):
-        row: dict = {"ours": {}, "ours_runs": {}}
+        # Our bfloat16 advantage is matmul throughput, the first thing a busy neighbour on a shared core takes
+        # away (one day's host ran 2048^3 products at 139 / 211 GFLOP/s float32 / bfloat16 instead of 213 / 394,
+        # and this ratio fell below 1): every round records the rate it ran at.
+        row: dict = {"peak_gflops": {k: v / 1e9 for k, v in peak_rate().items()}, "ours": {}, "ours_runs": {}}
         for name, program in programs.items():
             rates, _ = program.timed_calls(repeats)
             row["ours"][name], row["ours_runs"][name] = statistics.median(rates), rates
@@ -291,7 +313,9 @@ def side_by_side(map_name: str, programs: dict[str, TrainingProgram], qmix_file:
         row["ratios"] = {name: rate / steady for name, rate in row["ours"].items()}
         table.append(row)
         mine = ", ".join(f"{name} {rate:,.0f} ({row['ratios'][name]:.2f}x)" for name, rate in row["ours"].items())
-        print(f"round {round_index + 1}/{rounds}: JaxMARL steady {steady:,.0f} steps/s; ours {mine}", flush=True)
+        peaks = ", ".join(f"{k} {v:.0f}" for k, v in row["peak_gflops"].items())
+        print(f"round {round_index + 1}/{rounds}: JaxMARL steady {steady:,.0f} steps/s; ours {mine} (2048^3 "
+              f"products at the round's start: {peaks} GFLOP/s)", flush=True)
     return {"rounds": table,
             "median_ratio": {name: statistics.median(row["ratios"][name] for row in table) for name in names},
             "ours_median_steps_per_second": {name: statistics.median(row["ours"][name] for row in table)
@@ -322,6 +346,9 @@ def main() -> None:
     results: dict = {"map": args.map, "machine": f"{platform.processor() or platform.machine()}, "
                      f"{jax.device_count()} {jax.devices()[0].platform} device(s)", "jax": jax.__version__,
                      "date": time.strftime("%Y-%m-%d")}
+    results["peak_gflops"] = {k: v / 1e9 for k, v in peak_rate().items()}
+    print("2048^3 products: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in results["peak_gflops"].items()),
+          flush=True)
     results["env_only"] = [env_only(args.map, n) for n in env_counts]
     for row in results["env_only"]:
         by_kernels = ", ".join(f"{k} {v:,.0f}" for k, v in row["by_cpu_kernels"].items())

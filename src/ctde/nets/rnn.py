@@ -37,8 +37,9 @@ def gru_scan(h0, x_r, x_z, x_n, resets, w_r, w_z, w_n, b_r, b_z, b_n):
     h0 [*B, H]; x_r, x_z, x_n [T, *B, H] (input projections, input biases included); resets bool [T, *B];
     w_* [H, H] recurrent weights; b_* [H] recurrent biases -> hs [T, *B, H].
 
-    The backward pass is written out: the reverse loop carries only dh and emits per-step gate gradients,
-    and the weight gradients are then single large matmuls over all steps. Autodiff of `lax.scan` would
+    The backward pass is written out: the reverse loop carries only dh and emits the gradient reaching each
+    step's output; the gate gradients follow for all steps at once, and the weight gradients are then single
+    large matmuls over all steps. Autodiff of `lax.scan` would
     instead accumulate [H, H] weight gradients inside the loop, which made the backward pass 6x slower than
     the forward on CPU.
     """
@@ -50,23 +51,31 @@ def _gru_fwd(h0, x_r, x_z, x_n, resets, w_r, w_z, w_n, b_r, b_z, b_n):
     return hs, (saved, resets, w_r, w_z, w_n)
 
 
+def _gate_gradients(g, h_prev, r, z, n, hn):
+    """Gradients of the pre-activations (da_r, da_z, da_n) and of h W_n + b_n (dhn), from g, the total gradient
+    reaching a step's output h_t (any shape, element-wise)."""
+    da_n = g * (1.0 - z) * (1.0 - n * n)
+    da_r = da_n * hn * r * (1.0 - r)
+    da_z = g * (h_prev - n) * z * (1.0 - z)
+    return da_r, da_z, da_n, da_n * r
+
+
 def _gru_bwd(residuals, d_hs):
     (h_prev, r, z, n, hn), resets, w_r, w_z, w_n = residuals
 
     def step(dh_next, inputs):
         d_out, h_p, r_t, z_t, n_t, hn_t, reset = inputs
         g = d_out + dh_next
-        dn = g * (1.0 - z_t)
-        da_n = dn * (1.0 - n_t * n_t)
-        da_r = da_n * hn_t * r_t * (1.0 - r_t)
-        da_z = g * (h_p - n_t) * z_t * (1.0 - z_t)
-        dhn = da_n * r_t
+        da_r, da_z, _, dhn = _gate_gradients(g, h_p, r_t, z_t, n_t, hn_t)
         dh = g * z_t + matmul(da_r, w_r.T) + matmul(da_z, w_z.T) + matmul(dhn, w_n.T)
         dh = jnp.where(reset[..., None], 0.0, dh)
-        return dh, (da_r, da_z, da_n, dhn)
+        return dh, g
 
-    dh0, (da_r, da_z, da_n, dhn) = jax.lax.scan(step, jnp.zeros_like(d_hs[0]),
-                                                (d_hs, h_prev, r, z, n, hn, resets), reverse=True)
+    # The loop emits only g; the gate gradients are recomputed from it for all steps at once. Every stacked
+    # output of a loop is a [T, *B, H] buffer zero-filled before it and written a step at a time, so one output
+    # instead of four made the (b) bfloat16 QMIX update ~2% faster (interleaved calls, 2026-11-22).
+    dh0, g = jax.lax.scan(step, jnp.zeros_like(d_hs[0]), (d_hs, h_prev, r, z, n, hn, resets), reverse=True)
+    da_r, da_z, da_n, dhn = _gate_gradients(g, h_prev, r, z, n, hn)
     flat_sum = lambda a: a.reshape(-1, a.shape[-1]).sum(axis=0)  # noqa: E731
     return (dh0, da_r, da_z, da_n, None, contract(h_prev, da_r), contract(h_prev, da_z), contract(h_prev, dhn),
             flat_sum(da_r), flat_sum(da_z), flat_sum(dhn))
