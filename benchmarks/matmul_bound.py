@@ -45,7 +45,7 @@ from jax import lax
 from jax._src.interpreters import partial_eval
 from jax.extend import core as jax_core
 
-from throughput import RESULTS, SETTINGS, alternate_with_env_only, peak_rate
+from throughput import RESULTS, SETTINGS, alternate_with_env_only, best_time, peak_rate
 from ctde.config import build_config
 from ctde.training import cpu_kernels
 from ctde.training.loop import build_program
@@ -112,16 +112,6 @@ def total_flops(dots: collections.Counter) -> int:
     return sum(dot_flops(key) * n for key, n in dots.items())
 
 
-def _timed(fn, *args, repeats: int = 5) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - tic)
-    return min(times)
-
-
 def best_rate(key) -> dict:
     """The fastest this machine computes one dot_general `key` (FLOP/s): alone (one call per dispatch) and as
     two independent copies per iteration of a compiled loop (operands perturbed by the loop carry so that
@@ -145,8 +135,8 @@ def best_rate(key) -> dict:
     rates = {}
     for kernels in KERNELS:
         options = cpu_kernels.compiler_options(kernels, algo="none", precision="float32", learning=False)
-        alone = _timed(jax.jit(dot, compiler_options=options), *operands[:2])
-        looped = _timed(jax.jit(paired, compiler_options=options), *operands) / (2 * trips)
+        alone = best_time(jax.jit(dot, compiler_options=options), *operands[:2])
+        looped = best_time(jax.jit(paired, compiler_options=options), *operands) / (2 * trips)
         rates[f"{kernels}_alone"], rates[f"{kernels}_paired"] = flops / alone, flops / looped
     return {"flops": flops, "rates": rates, "best": max(rates.values())}
 

@@ -115,21 +115,27 @@ def env_only(map_name: str, num_envs: int, steps: int = 128, repeats: int = 5) -
             "compile_seconds": compile_seconds}
 
 
+def best_time(fn, *args, repeats: int = 5) -> float:
+    """Seconds of the fastest of `repeats` calls of `fn(*args)`, after one untimed call (compilation)."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - tic)
+    return min(times)
+
+
+# One jitted function, so that measuring the rate again (before every side-by-side round) does not recompile.
+_square_product = jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32))
+
+
 def peak_rate() -> dict:
     """This machine's rate right now on a 2048^3 product, {"float32": FLOP/s, "bfloat16": FLOP/s} (float32
     accumulation; best of 3). On a shared host it moves with the neighbours' load, and bfloat16 moves most."""
-    out = {}
-    for dtype in (jnp.float32, jnp.bfloat16):
-        a = jnp.ones((2048, 2048), dtype)
-        product = jax.jit(lambda a: jnp.dot(a, a, preferred_element_type=jnp.float32))
-        jax.block_until_ready(product(a))
-        times = []
-        for _ in range(3):
-            tic = time.perf_counter()
-            jax.block_until_ready(product(a))
-            times.append(time.perf_counter() - tic)
-        out[jnp.dtype(dtype).name] = 2 * 2048 ** 3 / min(times)
-    return out
+    return {jnp.dtype(dtype).name: 2 * 2048 ** 3 / best_time(_square_product, jnp.ones((2048, 2048), dtype),
+                                                               repeats=3)
+            for dtype in (jnp.float32, jnp.bfloat16)}
 
 
 @dataclass

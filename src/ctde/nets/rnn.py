@@ -39,9 +39,8 @@ def gru_scan(h0, x_r, x_z, x_n, resets, w_r, w_z, w_n, b_r, b_z, b_n):
 
     The backward pass is written out: the reverse loop carries only dh and emits the gradient reaching each
     step's output; the gate gradients follow for all steps at once, and the weight gradients are then single
-    large matmuls over all steps. Autodiff of `lax.scan` would
-    instead accumulate [H, H] weight gradients inside the loop, which made the backward pass 6x slower than
-    the forward on CPU.
+    large matmuls over all steps. Autodiff of `lax.scan` would instead accumulate [H, H] weight gradients
+    inside the loop, which made the backward pass 6x slower than the forward on CPU.
     """
     return _gru_forward(h0, x_r, x_z, x_n, resets, w_r, w_z, w_n, b_r, b_z, b_n)[0]
 
