@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# Two CPU devices on any machine (`import ctde` reads this), so the tests always exercise a batch's slices
+# running side by side (ctde.algos.slicing) as they do on the 2-core machines this project targets.
+os.environ.setdefault("CTDE_CPU_DEVICES", "2")
 
 from pathlib import Path  # noqa: E402
 

@@ -56,10 +56,13 @@ def _comparable(rows):
 def test_resume_reproduces_the_uninterrupted_run(run_training):
     from ctde.training.runner import train
 
-    full = run_training(*FAST, "steps=4000", "seeds=2", name="full")
+    # Batches in 4 slices (32 sequences of 6 steps x 2 agents, 100 agent-steps per slice), run side by side
+    # on two CPU devices: the replicated run state is checkpointed and restored like a one-device one.
+    sliced = ("algo.slice_rows=100",)
+    full = run_training(*FAST, *sliced, "steps=4000", "seeds=2", name="full")
     # A run stopped early by its stopping condition (after the chunk that passes 1,500 steps: two chunks of
     # two 500-step evaluations) is checkpointed there and continues like a killed one.
-    half = run_training(*FAST, "steps=4000", "seeds=2", name="half",
+    half = run_training(*FAST, *sliced, "steps=4000", "seeds=2", name="half",
                         stop_when=lambda rows: max(row["env_steps"] for row in rows) >= 1500)
     assert {row["block"] for row in _rows(half.run_dir)} == {0, 1, 2, 3}
     assert "stopped early" in half.summary["env steps per seed"]

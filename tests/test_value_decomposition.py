@@ -178,7 +178,8 @@ def test_trimming_padding_does_not_change_the_update():
 def test_an_update_computed_in_slices_of_sequences_is_the_same_update(paradigm):
     """`algo.slice_rows` splits the sampled batch into slices of whole sequences weighted by their valid steps:
     loss, gradient norm, metrics and parameters match the single-pass update (episodes of different lengths, so
-    the weights are uneven; CADP's pruning term is on from step 0)."""
+    the weights are uneven; CADP's pruning term is on from step 0), whether the slices run on one CPU device or
+    side by side on two (the default where JAX has two: conftest.py asks for them)."""
     from ctde.algos.value_decomposition import ValueDecomposition
     from ctde.config import build_config
     from ctde.envs import make_env
@@ -187,9 +188,10 @@ def test_an_update_computed_in_slices_of_sequences_is_the_same_update(paradigm):
     from ctde.training.rollout import collect, epsilon_greedy
 
     backbones = []
-    for slice_rows in (0, 60):  # 60 agent-steps: a few 3-agent sequences per slice, whatever the trimmed length
+    # 60 agent-steps: a few 3-agent sequences per slice, whatever the trimmed length
+    for slice_rows, devices in ((0, 1), (60, 1), (60, 0)):
         config = build_config(["env=smax:3m", "algo=qmix", f"paradigm={paradigm}", "algo.batch_size=8",
-                               "rollout.num_envs=8", f"algo.slice_rows={slice_rows}"]
+                               "rollout.num_envs=8", f"algo.slice_rows={slice_rows}", f"algo.slice_devices={devices}"]
                               + (["cadp.prune_start=0"] if paradigm == "cadp" else []))
         config.algo.epsilon_anneal_steps = 1000
         env = make_env(config.env)
@@ -201,15 +203,18 @@ def test_an_update_computed_in_slices_of_sequences_is_the_same_update(paradigm):
                           select_actions=epsilon_greedy(jnp.float32(1.0)))  # 8 random episodes
     replay = whole.replay.add(state.replay, episodes)
     learner = (state.params, state.target_params, state.opt_state, state.updates)
-    results = [jax.jit(backbone.update)(learner, replay, state.env_steps, jax.random.PRNGKey(5))
-               for backbone in backbones]
+    programs = [jax.jit(backbone.update).lower(learner, replay, state.env_steps, jax.random.PRNGKey(5)).compile()
+                for backbone in backbones]
+    assert ["all-reduce" in program.as_text() for program in programs] == [False, False, True]
+    results = [program(learner, replay, state.env_steps, jax.random.PRNGKey(5)) for program in programs]
     lengths = np.asarray(replay.experience.valid[0, :8].sum(axis=1))
     assert len(set(lengths.tolist())) > 1  # uneven slices: a plain average would differ
-    ((params_whole, *_), metrics_whole), ((params_sliced, *_), metrics_sliced) = results
-    for key in metrics_whole:
-        np.testing.assert_allclose(float(metrics_sliced[key]), float(metrics_whole[key]), rtol=2e-4, atol=1e-6,
-                                   err_msg=key)
+    (params_whole, *_), metrics_whole = results[0]
+    for (params_sliced, *_), metrics_sliced in results[1:]:
+        for key in metrics_whole:
+            np.testing.assert_allclose(float(metrics_sliced[key]), float(metrics_whole[key]), rtol=2e-4,
+                                       atol=1e-6, err_msg=key)
+        for a, b in zip(jax.tree.leaves(params_whole), jax.tree.leaves(params_sliced)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
     if paradigm == "cadp":
         assert float(metrics_whole["pruning_loss"]) > 0
-    for a, b in zip(jax.tree.leaves(params_whole), jax.tree.leaves(params_sliced)):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)

@@ -8,10 +8,14 @@ Public API:
 """
 
 from ctde.config import TrainConfig, build_config
+from ctde.training.cpu_kernels import one_device_per_core
 from ctde.errors import (AuditFailedError, CheckpointError, ConfigError, CtdeError, IncompatibleError,
                          TrainingDivergedError)
 
 __version__ = "0.1.0"
+
+# Before JAX's first operation, or the count is fixed: the slices of a batch then run side by side on the cores.
+one_device_per_core()
 
 __all__ = ["TrainConfig", "build_config", "train", "evaluate", "export", "load_policy", "audit_policy",
            "CtdeError", "ConfigError", "IncompatibleError", "CheckpointError", "TrainingDivergedError",

@@ -71,6 +71,10 @@ class AlgoConfig:
         8192, "agent-steps per gradient pass: a larger batch (replay sample, MAPPO minibatch) is processed in "
         "slices of whole sequences or chunks whose loss is weighted by their share of the counted steps: the same "
         "update, in pieces that stay in the CPU cache (0 = the whole batch in one pass)")
+    slice_devices: int = option(
+        0, "CPU devices (cores) the slices of a batch run on side by side, each summing its share: 0 = auto (value "
+        "decomposition: as many as there are cores, up to the slice count; MAPPO/IPPO: 1, measured no faster), "
+        "1 = one device; ignored off the CPU (see ctde.algos.slicing)")
     # Value decomposition only:
     batch_size: int = option(32, "sequences (episodes) per gradient update")
     buffer_size: int = option(5000, "replay capacity in sequences (episodes)")

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ctde.algos.slicing import slice_count, sum_over_slices
+from ctde.algos.slicing import slice_count, slice_devices, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.precision import Dense, learner_precision
@@ -169,6 +169,8 @@ class PPO:
         self.chunks_per_minibatch = self.n_chunks // self.ppo.minibatches
         self.slices = slice_count(self.chunks_per_minibatch, self.ppo.chunk_length * spec.n_agents,
                                   self.algo.slice_rows)
+        # One device unless asked: the minibatch's large products already use every core (ctde.algos.slicing).
+        self.slice_devices = slice_devices(self.slices, self.algo.slice_devices or 1)
 
         def network_optimizer():
             return optax.chain(optax.clip_by_global_norm(self.algo.grad_clip), optax.adam(self.algo.lr, eps=1e-5))
@@ -308,7 +310,7 @@ class PPO:
         slices = indices.reshape(self.slices, -1)
         counts = jnp.sum(chunks["mask"][slices], axis=tuple(range(1, chunks["mask"].ndim + 1)))
         (loss, metrics), grads = sum_over_slices(lambda part, k: slice_loss(state.params, part, k), slices,
-                                                 counts, key)
+                                                 counts, key, self.slice_devices)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "actor_grad_norm": optax.tree.norm(grads.agents),

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ctde.algos.slicing import slice_count, sum_over_slices
+from ctde.algos.slicing import slice_count, slice_devices, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.mixers import make_mixer
@@ -209,10 +209,12 @@ class ValueDecomposition:
                                                                           key)
 
             slices = slice_count(self.algo.batch_size, length * self.env.spec.n_agents, self.algo.slice_rows)
-            # Slices of whole sequences, weighted by their valid steps (the TD loss's mask; see ctde.algos.slicing).
+            # Slices of whole sequences, weighted by their valid steps (the TD loss's mask; see ctde.algos.slicing),
+            # side by side on the CPU's cores: the GRU's step-by-step loops each keep one core busy.
             parts = jax.tree.map(lambda x: x.reshape(slices, -1, *x.shape[1:]), batch)
             counts = jnp.sum(parts.valid[:, :, :length - 1], axis=(1, 2))
-            return sum_over_slices(one_slice, parts, counts, loss_key)
+            devices = slice_devices(slices, self.algo.slice_devices or jax.local_device_count())
+            return sum_over_slices(one_slice, parts, counts, loss_key, devices)
 
         if len(self.trim_lengths) == 1:
             (loss, metrics), grads = loss_and_grads(self.trim_lengths[0], batch)

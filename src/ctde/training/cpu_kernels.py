@@ -23,10 +23,14 @@ ynnpack_dots from `DOTS_ONLY_FROM_STEPS_PER_UPDATE` env steps per update, betwee
 the other values force one choice for every program of a run.
 Off the CPU the setting does nothing. The choice changes float rounding, not what is computed.
 
-Independently of the setting, `unroll_threefry` makes every random draw on the CPU straight-line code (below).
+Independently of the setting, `unroll_threefry` makes every random draw on the CPU straight-line code, and
+`one_device_per_core` lets a batch's slices run side by side on the cores (both below).
 """
 
 from __future__ import annotations
+
+import os
+import warnings
 
 import jax
 
@@ -87,3 +91,33 @@ def unroll_threefry() -> bool:
         return False
     mlir.register_lowering(primitive, straight_line, platform="cpu")
     return True
+
+
+CPU_DEVICES_VARIABLE = "CTDE_CPU_DEVICES"
+
+
+def one_device_per_core() -> int:
+    """Show JAX one CPU device per core this process may use (process-wide), so that the slices of a batch can
+    run side by side (`ctde.algos.slicing`); `import ctde` calls it. Returns the device count set, or 0 where
+    it changes nothing: after JAX's first operation (the count is fixed then), or where the count was already
+    chosen (`jax_num_cpu_devices`, `--xla_force_host_platform_device_count` in XLA_FLAGS).
+
+    The environment variable CTDE_CPU_DEVICES=n sets the count (1: JAX's default single device). Code that
+    does not ask for the other devices runs on the first, as before; on a machine with an accelerator only the
+    CPU platform's device list changes.
+    """
+    from jax._src import xla_bridge
+
+    if (xla_bridge.backends_are_initialized() or jax.config.jax_num_cpu_devices != -1
+            or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")):
+        return 0
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    requested = os.environ.get(CPU_DEVICES_VARIABLE, "").strip()
+    if requested:
+        if requested.isdigit() and int(requested) >= 1:
+            count = int(requested)
+        else:
+            warnings.warn(f"{CPU_DEVICES_VARIABLE}={requested!r} is not a positive integer; using one CPU device "
+                          f"per core ({count}). Set it to 1 for a single device.", stacklevel=2)
+    jax.config.update("jax_num_cpu_devices", count)
+    return count

@@ -54,6 +54,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         (algo.hidden_dim >= 1, "algo.hidden_dim must be positive"),
         (algo.grad_clip > 0, "algo.grad_clip must be positive"),
         (algo.slice_rows >= 0, "algo.slice_rows must be 0 (the whole batch in one pass) or positive"),
+        (algo.slice_devices >= 0, "algo.slice_devices must be 0 (automatic) or positive"),
     ]
     require(checks)
     from ctde.algos import POLICY_GRADIENT
