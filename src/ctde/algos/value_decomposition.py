@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ctde.algos.slicing import slice_count, slice_devices, sum_over_slices
+from ctde.algos.slicing import DEFAULT_SLICE_ROWS, slice_count, slice_devices, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.mixers import make_mixer
@@ -101,6 +101,8 @@ class ValueDecomposition:
         full = self.length + 1
         quarters = {max(2, -(-full * k // 4)) for k in (1, 2, 4)}
         self.trim_lengths = (full,) if self.auto_reset else tuple(sorted(quarters))
+        self.slice_rows = (DEFAULT_SLICE_ROWS["value_decomposition"] if self.algo.slice_rows is None
+                           else self.algo.slice_rows)
         # Set by the training program when seeds are vmapped under this axis name: the prefix length is then
         # agreed across seeds (a switch on a per-seed value would run every branch under vmap).
         self.seed_axis: str | None = None
@@ -208,7 +210,7 @@ class ValueDecomposition:
                     return jax.value_and_grad(self.td_loss, has_aux=True)(params, target_params, prefix, env_steps,
                                                                           key)
 
-            slices = slice_count(self.algo.batch_size, length * self.env.spec.n_agents, self.algo.slice_rows)
+            slices = slice_count(self.algo.batch_size, length * self.env.spec.n_agents, self.slice_rows)
             # Slices of whole sequences, weighted by their valid steps (the TD loss's mask; see ctde.algos.slicing),
             # side by side on the CPU's cores: the GRU's step-by-step loops each keep one core busy.
             parts = jax.tree.map(lambda x: x.reshape(slices, -1, *x.shape[1:]), batch)

@@ -53,7 +53,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         (0 <= algo.epsilon_finish <= 1 and 0 <= algo.epsilon_start <= 1, "epsilon values must be in [0, 1]"),
         (algo.hidden_dim >= 1, "algo.hidden_dim must be positive"),
         (algo.grad_clip > 0, "algo.grad_clip must be positive"),
-        (algo.slice_rows >= 0, "algo.slice_rows must be 0 (the whole batch in one pass) or positive"),
+        (algo.slice_rows is None or algo.slice_rows >= 0,
+         "algo.slice_rows must be 0 (the whole batch in one pass) or positive"),
         (algo.slice_devices >= 0, "algo.slice_devices must be 0 (automatic) or positive"),
     ]
     require(checks)
