@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ctde.algos.slicing import DEFAULT_SLICE_ROWS, slice_count, slice_devices, sum_over_slices
+from ctde.algos.slicing import slice_count, slice_devices, slicing_options, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.precision import Dense, learner_precision
@@ -167,11 +167,10 @@ class PPO:
         self.critic = RecurrentCritic(self.algo.hidden_dim)
         self.n_chunks = self.num_envs * (self.length // self.ppo.chunk_length)
         self.chunks_per_minibatch = self.n_chunks // self.ppo.minibatches
-        self.slices = slice_count(self.chunks_per_minibatch, self.ppo.chunk_length * spec.n_agents,
-                                  DEFAULT_SLICE_ROWS["policy_gradient"] if self.algo.slice_rows is None
-                                  else self.algo.slice_rows)
         # One device unless asked: the minibatch's large products already use every core (ctde.algos.slicing).
-        self.slice_devices = slice_devices(self.slices, self.algo.slice_devices or 1)
+        slice_rows, devices_wanted = slicing_options(self.algo, "policy_gradient")
+        self.slices = slice_count(self.chunks_per_minibatch, self.ppo.chunk_length * spec.n_agents, slice_rows)
+        self.slice_devices = slice_devices(self.slices, devices_wanted)
 
         def network_optimizer():
             return optax.chain(optax.clip_by_global_norm(self.algo.grad_clip), optax.adam(self.algo.lr, eps=1e-5))

@@ -38,9 +38,18 @@ from jax.sharding import Mesh, PartitionSpec as P
 _DEVICE_AXIS = "slice_devices"
 
 
-# Agent-steps per slice where `algo.slice_rows` is unset. Value decomposition's smaller slices let two cores
-# each run two (1.20x against 1.10x with one each, at (b)); MAPPO's minibatch ran 0.95x in slices of 4096.
-DEFAULT_SLICE_ROWS = {"value_decomposition": 4096, "policy_gradient": 8192}
+# Per backbone family: agent-steps per slice where `algo.slice_rows` is unset, and devices where
+# `algo.slice_devices` is 0 (None: all). Value decomposition's smaller slices let two cores each run two
+# (1.20x against 1.10x with one each, at (b)); MAPPO's minibatch ran 0.95x in slices of 4096 and 0.98x on two
+# devices.
+_DEFAULTS = {"value_decomposition": (4096, None), "policy_gradient": (8192, 1)}
+
+
+def slicing_options(algo: Any, family: str) -> tuple[int, int | None]:
+    """(agent-steps per slice, devices wanted or None for all) of backbone `family` ("value_decomposition" or
+    "policy_gradient"): `algo.slice_rows` and `algo.slice_devices`, or the family's measured defaults."""
+    rows, devices = _DEFAULTS[family]
+    return (rows if algo.slice_rows is None else algo.slice_rows), (algo.slice_devices or devices)
 
 
 def slice_count(units: int, rows_per_unit: int, slice_rows: int) -> int:
@@ -55,12 +64,13 @@ def slice_count(units: int, rows_per_unit: int, slice_rows: int) -> int:
     return units // best
 
 
-def slice_devices(slices: int, wanted: int) -> int:
+def slice_devices(slices: int, wanted: int | None) -> int:
     """How many CPU devices `slices` slices are spread over: the largest divisor of `slices` no larger than
-    `wanted` and the CPU devices JAX has; 1 off the CPU (one accelerator runs a batch in one pass anyway)."""
+    `wanted` (None: no limit) and the CPU devices JAX has; 1 off the CPU (one accelerator runs a batch in one
+    pass anyway)."""
     if jax.default_backend() != "cpu":
         return 1
-    limit = min(wanted, slices, jax.local_device_count())
+    limit = min(wanted or slices, slices, jax.local_device_count())
     return max(d for d in range(1, max(limit, 1) + 1) if slices % d == 0)
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ctde.algos.slicing import DEFAULT_SLICE_ROWS, slice_count, slice_devices, sum_over_slices
+from ctde.algos.slicing import slice_count, slice_devices, slicing_options, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.mixers import make_mixer
@@ -101,8 +101,7 @@ class ValueDecomposition:
         full = self.length + 1
         quarters = {max(2, -(-full * k // 4)) for k in (1, 2, 4)}
         self.trim_lengths = (full,) if self.auto_reset else tuple(sorted(quarters))
-        self.slice_rows = (DEFAULT_SLICE_ROWS["value_decomposition"] if self.algo.slice_rows is None
-                           else self.algo.slice_rows)
+        self.slice_rows, self.slice_devices_wanted = slicing_options(self.algo, "value_decomposition")
         # Set by the training program when seeds are vmapped under this axis name: the prefix length is then
         # agreed across seeds (a switch on a per-seed value would run every branch under vmap).
         self.seed_axis: str | None = None
@@ -215,7 +214,7 @@ class ValueDecomposition:
             # side by side on the CPU's cores: the GRU's step-by-step loops each keep one core busy.
             parts = jax.tree.map(lambda x: x.reshape(slices, -1, *x.shape[1:]), batch)
             counts = jnp.sum(parts.valid[:, :, :length - 1], axis=(1, 2))
-            devices = slice_devices(slices, self.algo.slice_devices or jax.local_device_count())
+            devices = slice_devices(slices, self.slice_devices_wanted)
             return sum_over_slices(one_slice, parts, counts, loss_key, devices)
 
         if len(self.trim_lengths) == 1:
