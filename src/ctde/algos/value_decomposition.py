@@ -101,10 +101,7 @@ class ValueDecomposition:
         full = self.length + 1
         quarters = {max(2, -(-full * k // 4)) for k in (1, 2, 4)}
         self.trim_lengths = (full,) if self.auto_reset else tuple(sorted(quarters))
-        self.slice_rows, devices_wanted = slicing_options(self.algo, "value_decomposition")
-        # The devices are chosen once, for the longest prefix; every shorter one is then spread over them too.
-        longest = slice_count(self.algo.batch_size, self.trim_lengths[-1] * spec.n_agents, self.slice_rows)
-        self.slice_devices = slice_devices(longest, devices_wanted)
+        self.slice_rows, self.slice_devices_wanted = slicing_options(self.algo, "value_decomposition")
         # Set by the training program when seeds are vmapped under this axis name: the prefix length is then
         # agreed across seeds (a switch on a per-seed value would run every branch under vmap).
         self.seed_axis: str | None = None
@@ -212,13 +209,13 @@ class ValueDecomposition:
                     return jax.value_and_grad(self.td_loss, has_aux=True)(params, target_params, prefix, env_steps,
                                                                           key)
 
-            slices = slice_count(self.algo.batch_size, length * self.env.spec.n_agents, self.slice_rows,
-                                 self.slice_devices)
+            slices = slice_count(self.algo.batch_size, length * self.env.spec.n_agents, self.slice_rows)
             # Slices of whole sequences, weighted by their valid steps (the TD loss's mask; see ctde.algos.slicing),
             # side by side on the CPU's cores: the GRU's step-by-step loops each keep one core busy.
             parts = jax.tree.map(lambda x: x.reshape(slices, -1, *x.shape[1:]), batch)
             counts = jnp.sum(parts.valid[:, :, :length - 1], axis=(1, 2))
-            return sum_over_slices(one_slice, parts, counts, loss_key, self.slice_devices)
+            devices = slice_devices(slices, self.slice_devices_wanted)
+            return sum_over_slices(one_slice, parts, counts, loss_key, devices)
 
         if len(self.trim_lengths) == 1:
             (loss, metrics), grads = loss_and_grads(self.trim_lengths[0], batch)
@@ -260,10 +257,6 @@ class ValueDecomposition:
             return learner, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), jnp.int32(0)
 
         ready = self.replay.can_sample(state.replay) & (state.env_steps >= self.algo.learning_starts)
-        if self.seed_axis is not None:
-            # Agreed across vmapped seeds (all ready), so that this stays a branch: on a per-seed predicate vmap
-            # runs both sides and selects, which made a CADP + QMIX chunk on 3m 2x slower.
-            ready = jax.lax.pmin(ready.astype(jnp.int32), self.seed_axis) > 0
         learner = (state.params, state.target_params, state.opt_state, state.updates)
         (params, target_params, opt_state, n_total), metrics, n_updates = jax.lax.cond(ready, learn, skip, learner)
         state = state.replace(params=params, target_params=target_params, opt_state=opt_state, updates=n_total)

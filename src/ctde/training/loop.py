@@ -73,20 +73,13 @@ class Program:
     # -- one chunk ---------------------------------------------------------------------------------------
 
     def _block(self, state: RunState, block: jax.Array, total_steps: jax.Array) -> tuple[RunState, dict[str, jax.Array]]:
-        """Train until every seed's env steps reach the block's mark (or the run's end), then evaluate every eval
-        model. A seed that reaches the mark first goes on with the others, so seeds are evaluated a few env steps
-        apart (each row records its own `env_steps`); vmapped over SEED_AXIS."""
+        """Train until env steps reach the block's mark (or the run's end), then evaluate every eval model."""
         config, backbone = self.config, self.backbone
         mark = jnp.minimum((block + 1) * config.eval.interval, total_steps)
 
         def keep_going(carry):
-            # The seeds advance in lockstep: on while any seed is short of the mark, off as soon as one has
-            # diverged. A per-seed condition would make the vmapped loop choose, every iteration, between each
-            # seed's old and new state, replay buffer included (a CADP + QMIX chunk on 3m ran 1.6x slower so).
             state, *_ = carry
-            short = jax.lax.pmax((state.learner.env_steps < mark).astype(jnp.int32), SEED_AXIS)
-            diverged = jax.lax.pmax((state.first_nonfinite_step >= 0).astype(jnp.int32), SEED_AXIS)
-            return (short > 0) & (diverged == 0)
+            return (state.learner.env_steps < mark) & (state.first_nonfinite_step < 0)
 
         def train_iteration(carry):
             state, episode_sums, update_sums, n_updates = carry
