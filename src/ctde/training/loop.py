@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from ctde.algos import make_backbone
+from ctde.algos.seeds import any_seed
 from ctde.config import TrainConfig
 from ctde.envs import make_env
 from ctde.envs.base import Environment
@@ -77,13 +78,17 @@ class Program:
         config, backbone = self.config, self.backbone
         mark = jnp.minimum((block + 1) * config.eval.interval, total_steps)
 
-        def keep_going(carry):
-            state, *_ = carry
+        def active(state):
             return (state.learner.env_steps < mark) & (state.first_nonfinite_step < 0)
+
+        def keep_going(carry):
+            # While any seed is short of its mark; the others sit the iterations out unchanged, so every seed is
+            # still evaluated at its own mark, and the vmapped loop need not choose between whole states.
+            return any_seed(active(carry[0]), backbone.seed_axis)
 
         def train_iteration(carry):
             state, episode_sums, update_sums, n_updates = carry
-            learner, stats, metrics, updates = backbone.iteration(state.learner)
+            learner, stats, metrics, updates = backbone.iteration(state.learner, active(state))
             # A non-finite loss stops this seed; the host then stops the run and keeps the last checkpoint.
             finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
             nonfinite_step = jnp.where((state.first_nonfinite_step < 0) & ~finite, learner.env_steps,
