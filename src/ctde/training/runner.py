@@ -147,22 +147,23 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
 
     start_chunk, wall_before, compile_seconds = 0, 0.0, None
     try:
+        abstract = jax.eval_shape(program.init, keys)
+        state = None
         if resume is not None:
-            abstract = jax.eval_shape(program.init, keys)
             state, meta, step = checkpoints.restore(abstract)
             start_chunk, wall_before = meta["next_chunk"], meta.get("wall_seconds", 0.0)
             compile_seconds = meta.get("compile_seconds")
             logger.truncate_after(min(start_chunk * config.log.chunk_evals, program.n_blocks))
             say(f"Resumed {run_dir} from checkpoint {step} (chunk {start_chunk} of {program.n_chunks}).")
-        else:
-            state = program.init(keys)
 
         total_steps = jnp.int32(config.steps)
         if start_chunk < program.n_chunks:  # a finished stage 1 (resuming a later stage) needs no compilation
             tic = time.perf_counter()
-            compiled = program.compiled_chunk().lower(state, jnp.int32(0), total_steps).compile()
+            compiled = program.compiled_chunk().lower(abstract, jnp.int32(0), total_steps).compile()
             this_compile = time.perf_counter() - tic
             compile_seconds = compile_seconds if compile_seconds is not None else this_compile
+            placement = compiled.input_shardings[0][0]
+            state = program.init(keys, placement) if state is None else jax.device_put(state, placement)
 
         wall = wall_before
         done_steps = int(np.min(jax.device_get(program.backbone_steps(state))))
