@@ -34,8 +34,7 @@ def agreed_branch(flag: jax.Array, seed_axis: str | None) -> jax.Array:
     if seed_axis is None:
         return jnp.where(flag, 2, 0)
     every = jax.lax.pmin(flag.astype(jnp.int32), seed_axis) > 0
-    some = jax.lax.pmax(flag.astype(jnp.int32), seed_axis) > 0
-    return jnp.where(every, 2, jnp.where(some, 1, 0))
+    return jnp.where(every, 2, jnp.where(any_seed(flag, seed_axis), 1, 0))
 
 
 def any_seed(flag: jax.Array, seed_axis: str | None) -> jax.Array:
