@@ -115,6 +115,21 @@ def env_only(map_name: str, num_envs: int, steps: int = 128, repeats: int = 5) -
             "compile_seconds": compile_seconds}
 
 
+def cpu_description() -> dict:
+    """The CPU these figures came from: its model name and the matrix instructions XLA's kernels can use
+    (AVX512-BF16; AMX). Shared hosts of one size differ here, and our bfloat16 lead over JaxMARL with them."""
+    model, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    return {"model": model, "matrix_instructions": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})}
+
+
 def best_time(fn, *args, repeats: int = 5) -> float:
     """Seconds of the fastest of `repeats` calls of `fn(*args)`, after one untimed call (compilation)."""
     jax.block_until_ready(fn(*args))
@@ -360,7 +375,7 @@ def main() -> None:
 
     results: dict = {"map": args.map, "machine": f"{platform.processor() or platform.machine()}, "
                      f"{jax.device_count()} {jax.devices()[0].platform} device(s)", "jax": jax.__version__,
-                     "date": time.strftime("%Y-%m-%d")}
+                     "cpu": cpu_description(), "date": time.strftime("%Y-%m-%d")}
     results["peak_gflops"] = {k: v / 1e9 for k, v in peak_rate().items()}
     print("2048^3 products: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in results["peak_gflops"].items()),
           flush=True)
