@@ -9,6 +9,8 @@ greedy test win rate first reaches the threshold, and plots every seed's curve w
     python benchmarks/learning.py algo.lr=1e-3       # extra key=value overrides go to the run
     python benchmarks/learning.py --from-run DIR     # the same record from a run already made (e.g. one
                                                      # stopped at the threshold, then `ctde train --resume`d)
+    python benchmarks/learning.py --name learning_qmix_3m_bfloat16 algo.matmul_precision=bfloat16
+                                                     # a variant, recorded beside the main record
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def main() -> None:
     parser.add_argument("--steps", type=float, default=5e5)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--out", default=str(RESULTS / "learning_run"))
+    parser.add_argument("--name", help="stem of the record's files under benchmarks/results/ (default "
+                        "learning_<algo>_<map>; name a variant's run so it does not replace the main record)")
     parser.add_argument("--full", action="store_true", help="run the whole budget, not only until the threshold")
     parser.add_argument("--from-run", help="write the record of this existing run directory instead of training")
     parser.add_argument("overrides", nargs="*")
@@ -126,7 +130,7 @@ def main() -> None:
     record = build_record(out, args.threshold)
     record["overrides"] = None if args.from_run else args.overrides
     RESULTS.mkdir(exist_ok=True)
-    name = f"learning_{record['algo']}_{record['env'].split(':')[-1]}"
+    name = args.name or f"learning_{record['algo']}_{record['env'].split(':')[-1]}"
     (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2))
     plot(record, RESULTS / f"{name}.png")
     if record["reached"]:
