@@ -267,7 +267,7 @@ def mappo_paired(map_name: str, num_envs: int, precision: str, repeats: int) -> 
 
 def ours_whole_run(map_name: str, overrides: list[str], rollouts: int, repeats: int) -> dict:
     """A fresh run of `rollouts` iterations timed whole (compile excluded), as JaxMARL's figure is, through the
-    program `ctde train` runs: initialisation, then the vmapped training chunk (one seed, one evaluation block
+    program `ctde train` runs: initialisation, then the training chunk (one seed, one evaluation block
     ending in a single greedy episode)."""
     probe = build_program(resolve(build_config([f"env=smax:{map_name}", "algo=qmix", "out=/tmp/unused",
                                                 *overrides]))).backbone

@@ -1,4 +1,4 @@
-"""Every side-by-side round with JaxMARL recorded in benchmarks/results/, pooled into one figure.
+"""Every side-by-side round with JaxMARL recorded in benchmarks/results/, pooled per CPU model.
 
 `throughput.py` times ours and JaxMARL's `qmix_rnn` at setting (b) in alternating rounds and reports the median
 of one run's per-round ratios. On these shared machines one run's median still moves by a tenth or more with the
@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+UNRECORDED = "not recorded"  # the CPU of files written before throughput.py recorded it
 
 
 def rounds_of(result: dict, setting: str) -> list[dict]:
@@ -43,9 +44,6 @@ def whole_runs_of(result: dict, setting: str) -> dict[str, float]:
     suffix = setting.removeprefix("b_jaxmarl_matched")
     runs = result.get(f"whole_run_matched_learning_start{suffix}", {})
     return {length: run["ratio"] for length, run in runs.items() if "ratio" in run}
-
-
-UNRECORDED = "not recorded"
 
 
 def _medians(ratios: list[float], whole: dict[str, list[float]]) -> dict:

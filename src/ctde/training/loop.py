@@ -1,8 +1,9 @@
 """The on-device training program: chunks of (train until the next evaluation mark, evaluate greedily).
 
-Everything inside a chunk runs in one `jit`-compiled function, vmapped over seeds; the host gets control back
-once per chunk to log, draw progress and checkpoint. The chunk function takes the index of its first
-evaluation block as a traced argument, so every chunk reuses the first chunk's compilation.
+Everything inside a chunk runs in one `jit`-compiled function, vmapped over seeds (one seed runs as it is, see
+`Program.compiled_chunk`); the host gets control back once per chunk to log, draw progress and checkpoint. The
+chunk function takes the index of its first evaluation block as a traced argument, so every chunk reuses the
+first chunk's compilation.
 """
 
 from __future__ import annotations
