@@ -2,6 +2,7 @@
 
     ctde train [--resume RUN] [--config FILE] [--overwrite] key=value ...
     ctde eval RUN [--model NAME] [--episodes N]      # NAME: agent | student, expert (igm_da) | student, teacher (ctds)
+                                                     #       | global, local (ctedd)
     ctde export RUN
     ctde audit POLICY_DIR
     ctde envs
@@ -28,6 +29,8 @@ TRAIN_EPILOG = """examples:
   ctde train env=smax:5m_vs_6m algo=qmix paradigm=cadp seeds=3 steps=2e6
   ctde train env=smax:3s_vs_5z algo=qmix paradigm=ptde
   ctde train env=smax:5m_vs_6m algo=mappo paradigm=cadp cadp.prune_start=3e6
+  ctde train env=mpe:simple_tag algo=maddpg seeds=3 steps=1e6
+  ctde train env=mpe:push_forward algo=maddpg paradigm=ctedd ctedd.message_bits=3
 """
 
 
@@ -100,7 +103,8 @@ def _envs(args) -> int:
         table.add_row(row["id"], str(row["agents"] or "-"), str(row["enemies"] if row["enemies"] is not None else "-"),
                       str(row["episode_limit"] or "-"), row["views"] or "-", row["description"])
     Console().print(table)
-    print("Episode limits are SMAC's (env.smac_parity=true); env.episode_limit overrides them.")
+    print("SMAX episode limits are SMAC's (env.smac_parity=true), MPE's are 25 steps; env.episode_limit overrides them. "
+          "MPE's non-learning side (simple_tag's prey, simple_push's adversary) follows env.adversary_policy.")
     return 0
 
 

@@ -39,9 +39,14 @@ class EnvConfig:
     sight_range: float | None = option(
         None, "override every unit's sight range; 0 = see no other unit (own features and moves kept); "
         "None keeps each unit type's own range")
-    episode_limit: int | None = option(None, "override the episode limit; None = SMAC's value for the map")
+    episode_limit: int | None = option(
+        None, "override the episode limit; None = the environment's own (SMAC's value for a SMAX map, 25 for MPE)")
     smac_parity: bool = option(
         True, "SMAC parity: SMAC's episode limits and team reward scaled to SMAC's per-episode maximum of 20")
+    adversary_policy: Literal["heuristic", "random"] = option(
+        "heuristic", "the fixed policy of MPE's non-learning side: simple_tag's prey, simple_push's adversary; "
+        "heuristic = documented rule (ctde.envs.mpe: the prey flees the nearest predator, the adversary chases the "
+        "good agent), random = uniform random action drawn from the step's key")
     # Tiny test environments (family `toy`) read these; SMAX ignores them.
     toy_size: int | None = option(None, "size parameter of a toy environment (None = its default)")
     _primary = "id"
@@ -49,9 +54,10 @@ class EnvConfig:
 
 @dataclass
 class AlgoConfig:
-    name: Literal["iql", "vdn", "qmix", "qplex", "mappo", "ippo"] = option(
+    name: Literal["iql", "vdn", "qmix", "qplex", "mappo", "ippo", "maddpg"] = option(
         "qmix", "backbone: value decomposition iql (no mixer), vdn (sum), qmix (monotonic hypernet mixer), qplex "
-        "(duplex dueling); on-policy mappo (centralized value) or ippo (per-agent value on local observations)")
+        "(duplex dueling); on-policy mappo (centralized value) or ippo (per-agent value on local observations); "
+        "off-policy actor-critic maddpg (deterministic actors, centralized critic Q(s, a_1..a_n))")
     optimizer: Literal["adam", "rmsprop"] = option("adam", "optimizer (rmsprop uses alpha 0.99, eps 1e-5 as pymarl)")
     lr: float = option(5e-4, "learning rate")
     grad_clip: float = option(10.0, "global gradient-norm clip")
@@ -76,12 +82,13 @@ class AlgoConfig:
         0, "CPU devices (cores) the slices of a batch run on side by side, each summing its share: 0 = auto (value "
         "decomposition: as many as there are cores, up to the slice count; MAPPO/IPPO: 1, measured no faster), "
         "1 = one device; ignored off the CPU (see ctde.algos.slicing)")
-    # Value decomposition only:
+    # Value decomposition and MADDPG (replay of whole episodes):
     batch_size: int = option(32, "sequences (episodes) per gradient update")
     buffer_size: int = option(5000, "replay capacity in sequences (episodes)")
     updates_per_rollout: int = option(
         4, "gradient updates after each rollout of rollout.num_envs sequences (pymarl: 1 per episode)")
     learning_starts: int = option(0, "env steps collected before the first update (besides a full batch)")
+    # Value decomposition only:
     target_update_interval: int = option(200, "gradient updates between hard target-network copies")
     double_q: bool = option(True, "double Q-learning: argmax from the online network, value from the target")
     td_lambda: float = option(0.0, "TD(lambda) return; 0 = one-step TD")
@@ -116,12 +123,26 @@ class PPOConfig:
 
 
 @dataclass
+class MADDPGConfig:
+    """MADDPG options (algo=maddpg; defaults after EPyMARL's maddpg and the MADDPG paper, see the README)."""
+
+    tau: float = option(0.01, "Polyak rate of the soft target updates after every gradient step (actor and critic)")
+    critic_hidden: int = option(128, "width of the centralized critic MLP (state + joint action -> 2 layers -> Q)")
+    actor_reg: float = option(1e-3, "weight of the mean squared actor logits in the actor loss (keeps logits bounded)")
+    gumbel_temperature: float = option(
+        1.0, "temperature of the Gumbel-softmax relaxation of discrete actions (acting samples, the actor loss's "
+        "straight-through gradient)")
+    critic_lr: float | None = option(None, "critic learning rate; None = algo.lr")
+
+
+@dataclass
 class ParadigmConfig:
-    name: Literal["ctde", "cadp", "ptde", "igm_da", "ctds"] = option(
+    name: Literal["ctde", "cadp", "ptde", "igm_da", "ctds", "ctedd"] = option(
         "ctde", "how centralized information shapes training: ctde = plain CTDE; cadp = advice exchange, "
         "pruned to decentralized execution; ptde = personalized global information, distilled into a local "
         "student; igm_da = full-sight expert imitated by a student (DAgger); ctds = full-sight teacher "
-        "distilled into a student")
+        "distilled into a student; ctedd = global policies on the state (MADDPG-style), distilled into local "
+        "policies that exchange k-bit messages")
     _primary = "name"
 
 
@@ -181,6 +202,29 @@ class CTDSConfig:
 
 
 @dataclass
+class CTEDDConfig:
+    """Options of paradigm=ctedd (ALGORITHMS.md, CTEDD); refused with any other paradigm."""
+
+    message_bits: int = option(1, "k: bits each agent broadcasts to the others in the distilled local policy")
+    message_estimator: Literal["straight_through", "gumbel"] = option(
+        "straight_through", "how stage 2 trains the binary messages: straight_through (hard threshold forward, "
+        "sigmoid gradient backward) or gumbel (logistic noise added before the threshold while training)")
+    entropy_coef: float = option(0.01, "alpha: weight of the entropy of the global policies' local heads (stage 1)")
+    global_hidden: int = option(128, "width of the shared global network on the state (2 layers)")
+    head_hidden: int = option(32, "width of each agent's own local head on the global features")
+    local_hidden: int = option(64, "width of the local policy's message generator and actor")
+    distill_episodes: int = option(
+        400, "stage 2: episodes per seed of the global policies (sampled actions, as they collected in stage 1) "
+        "whose states make the distillation data set")
+    holdout: float = option(0.2, "stage 2: fraction of those episodes held out to measure generalization")
+    distill_batch: int = option(256, "stage 2: consecutive samples per batch, taken in collection order")
+    iterations_per_batch: int = option(4, "stage 2: regression steps on each batch before the next one")
+    distill_steps: int = option(3000, "stage 2: regression steps in all (passes over the data repeat in order)")
+    distill_lr: float = option(1e-3, "stage 2: Adam learning rate")
+    distill_log_every: int = option(100, "stage 2: steps between logged train / held-out losses")
+
+
+@dataclass
 class RolloutConfig:
     num_envs: int = option(8, "parallel environments per rollout")
     length: int | None = option(
@@ -212,11 +256,13 @@ class TrainConfig:
     env: EnvConfig = section(EnvConfig, "environment")
     algo: AlgoConfig = section(AlgoConfig, "backbone and its learner")
     ppo: PPOConfig = section(PPOConfig, "MAPPO / IPPO options")
+    maddpg: MADDPGConfig = section(MADDPGConfig, "MADDPG options")
     paradigm: ParadigmConfig = section(ParadigmConfig, "training paradigm")
     ptde: PTDEConfig = section(PTDEConfig, "PTDE options (paradigm=ptde)")
     cadp: CADPConfig = section(CADPConfig, "CADP options (paradigm=cadp)")
     igm_da: IGMDAConfig = section(IGMDAConfig, "IGM-DA options (paradigm=igm_da)")
     ctds: CTDSConfig = section(CTDSConfig, "CTDS options (paradigm=ctds)")
+    ctedd: CTEDDConfig = section(CTEDDConfig, "CTEDD options (paradigm=ctedd)")
     rollout: RolloutConfig = section(RolloutConfig, "data collection")
     eval: EvalConfig = section(EvalConfig, "greedy evaluation during training")
     log: LogConfig = section(LogConfig, "logging, progress and checkpoints")

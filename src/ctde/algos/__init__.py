@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from ctde.algos.maddpg import MADDPG
 from ctde.algos.mappo import PPO
 from ctde.algos.value_decomposition import ValueDecomposition
 
 VALUE_DECOMPOSITION = ("iql", "vdn", "qmix", "qplex")
 POLICY_GRADIENT = ("mappo", "ippo")
+ACTOR_CRITIC = ("maddpg",)
 
-BACKBONES = {**{name: ValueDecomposition for name in VALUE_DECOMPOSITION}, **{name: PPO for name in POLICY_GRADIENT}}
+BACKBONES = {**{name: ValueDecomposition for name in VALUE_DECOMPOSITION}, **{name: PPO for name in POLICY_GRADIENT},
+             **{name: MADDPG for name in ACTOR_CRITIC}}
 
 
 def make_backbone(config, env, paradigm):

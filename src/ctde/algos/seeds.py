@@ -42,3 +42,18 @@ def any_seed(flag: jax.Array, seed_axis: str | None) -> jax.Array:
     if seed_axis is None:
         return flag
     return jax.lax.pmax(flag.astype(jnp.int32), seed_axis) > 0
+
+
+def learn_when_ready(ready: jax.Array, seed_axis: str | None, learn: Any, learner: Any) -> tuple[Any, Any, jax.Array]:
+    """Run `learn(learner) -> (learner, summed metrics, updates int32 [])` for the seeds whose bool [] `ready`
+    holds, as a real branch: none learn, every seed learns, or (seeds disagree) every seed learns and the
+    unready ones' results are dropped, which costs the update but not a copy of the replay buffer."""
+
+    def skip(learner):
+        shapes = jax.eval_shape(learn, learner)[1]
+        return learner, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), jnp.int32(0)
+
+    def learn_where_ready(learner):
+        return where_active(ready, learn(learner), skip(learner))
+
+    return jax.lax.switch(agreed_branch(ready, seed_axis), [skip, learn_where_ready, learn], learner)

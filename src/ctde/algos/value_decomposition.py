@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ctde.algos.seeds import agreed_branch, where_active
+from ctde.algos.replay import off_policy_iteration, store_episodes
 from ctde.algos.slicing import slice_count, slice_devices, slicing_options, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
@@ -242,54 +242,14 @@ class ValueDecomposition:
     # -- one iteration: collect, store, learn -----------------------------------------------------------
 
     def store(self, replay: Any, trajectory: Trajectory, active: jax.Array | None = None) -> Any:
-        """Adds the rollout's sequences (trajectory [E, T + 1, ...]) to the replay buffer. Where `active` (bool [])
-        is false the buffer comes back unchanged: the slots the rollout would fill get their own contents
-        written back, in place, since choosing between whole old and new buffers would copy them."""
-        if active is None:
-            return self.replay.add(replay, trajectory)
-        capacity = jax.tree.leaves(replay.experience)[0].shape[1]  # flashbax item buffers store [1, capacity, ...]
-        slots = (replay.current_index + jnp.arange(self.num_envs)) % capacity
-        kept = jax.tree.map(lambda stored: stored[0, slots], replay.experience)
-        added = self.replay.add(replay, where_active(active, trajectory, kept))
-        return added.replace(current_index=jnp.where(active, added.current_index, replay.current_index),
-                             is_full=jnp.where(active, added.is_full, replay.is_full))
+        """Adds the rollout's sequences (trajectory [E, T + 1, ...]) to the replay buffer (`store_episodes`)."""
+        return store_episodes(self.replay, replay, trajectory, active)
 
     def iteration(self, state: VDState, active: jax.Array | None = None
                   ) -> tuple[VDState, EpisodeStats, dict[str, jax.Array], jax.Array]:
-        """Returns the new state, episode sums, summed update metrics and the number of updates made.
-
-        `active` (bool [], None for true) is false for a vmapped seed that has reached its evaluation mark while
-        others go on (ctde.algos.seeds): its state then comes back unchanged and its sums are zero."""
-        rng, rollout_key, update_key = jax.random.split(state.rng, 3)
-        epsilon = self.epsilon_schedule(state.env_steps)
-        trajectory, stats = collect(self.env, self.paradigm, state.params.agents, rollout_key,
-                                    num_envs=self.num_envs, length=self.length, auto_reset=self.auto_reset,
-                                    model=self.paradigm.collect_model, select_actions=epsilon_greedy(epsilon))
-        stats = where_active(active, stats, EpisodeStats.zero())
-        state = state.replace(replay=self.store(state.replay, trajectory, active),
-                              rng=where_active(active, rng, state.rng), env_steps=state.env_steps + stats.env_steps,
-                              episodes=state.episodes + stats.episodes.astype(jnp.int32))
-
-        def learn(learner):
-            learner, metrics = jax.lax.scan(lambda l, k: self.update(l, state.replay, state.env_steps, k), learner,
-                                            jax.random.split(update_key, self.algo.updates_per_rollout))
-            return learner, jax.tree.map(jnp.sum, metrics), jnp.int32(self.algo.updates_per_rollout)
-
-        def skip(learner):
-            shapes = jax.eval_shape(learn, learner)[1]
-            return learner, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), jnp.int32(0)
-
-        def learn_where_ready(learner):  # seeds disagree: every seed learns, the others' results are dropped
-            return where_active(ready, learn(learner), skip(learner))
-
-        ready = self.replay.can_sample(state.replay) & (state.env_steps >= self.algo.learning_starts)
-        if active is not None:
-            ready = ready & active
-        learner = (state.params, state.target_params, state.opt_state, state.updates)
-        (params, target_params, opt_state, n_total), metrics, n_updates = jax.lax.switch(
-            agreed_branch(ready, self.seed_axis), [skip, learn_where_ready, learn], learner)
-        state = state.replace(params=params, target_params=target_params, opt_state=opt_state, updates=n_total)
-        return state, stats, metrics, n_updates
+        """Collect `rollout.num_envs` episodes epsilon-greedily, store them, then `algo.updates_per_rollout`
+        updates (`ctde.algos.replay.off_policy_iteration`, which says what `active` does)."""
+        return off_policy_iteration(self, state, active, epsilon_greedy(self.epsilon_schedule(state.env_steps)))
 
     def agent_params(self, state: VDState) -> Any:
         return state.params.agents

@@ -9,6 +9,7 @@ from ctde.envs.base import FULL_OBS, Environment, EnvSpec, TimeStep
 from ctde.errors import ConfigError
 
 FAMILIES = {
+    "mpe": "JaxMARL's MPE particle worlds (simple_tag, simple_push, simple_spread) and CTEDD's push_forward",
     "smax": "JaxMARL's SMAX (pure-JAX StarCraft micromanagement) with a heuristic enemy",
     "toy": "tiny environments for fast tests",
 }
@@ -31,6 +32,14 @@ def split_id(env_id: str) -> tuple[str, str]:
 def check_env(config: EnvConfig) -> None:
     """Validate an environment id without building it (cheap; used before anything compiles)."""
     family, name = split_id(config.id)
+    if family == "mpe":
+        from ctde.envs.mpe import check_options
+
+        check_options(name, config.sight_range, config.adversary_policy)
+        return
+    if config.adversary_policy != "heuristic":
+        raise ConfigError(f"env.adversary_policy={config.adversary_policy} configures the fixed side of MPE "
+                          f"scenarios (mpe:simple_tag's prey, mpe:simple_push's adversary); {config.id} has none.")
     if family == "smax":
         from ctde.envs.smax import check_map
 
@@ -53,6 +62,11 @@ def make_env(config: EnvConfig, views: tuple[str, ...] = ()) -> Environment:
 
         return SMAXEnv(name, sight_range=config.sight_range, episode_limit=config.episode_limit,
                        smac_parity=config.smac_parity, views=views)
+    if family == "mpe":
+        from ctde.envs.mpe import make_mpe
+
+        return make_mpe(name, episode_limit=config.episode_limit, adversary_policy=config.adversary_policy,
+                        sight_range=config.sight_range, views=views)
     from ctde.envs.toy import make_toy
 
     return make_toy(name, config.toy_size, views, config.sight_range)
@@ -60,6 +74,7 @@ def make_env(config: EnvConfig, views: tuple[str, ...] = ()) -> Environment:
 
 def list_environments() -> list[dict]:
     """One row per environment and map: id, agents, enemies, episode limit, views, description."""
+    from ctde.envs.mpe import SCENARIO_NAMES, make_mpe, scenario_description
     from ctde.envs.smax import REFUSED_MAPS, map_info, map_names
     from ctde.envs.toy import TOY_ENVS, make_toy
 
@@ -75,4 +90,8 @@ def list_environments() -> list[dict]:
         spec = make_toy(name, None, ()).spec
         rows.append({"id": f"toy:{name}", "agents": spec.n_agents, "enemies": 0, "episode_limit": spec.episode_limit,
                      "views": ",".join(spec.available_views), "description": description})
+    for name in SCENARIO_NAMES:
+        spec = make_mpe(name).spec
+        rows.append({"id": f"mpe:{name}", "agents": spec.n_agents, "enemies": 0, "episode_limit": spec.episode_limit,
+                     "views": "", "description": scenario_description(name)})
     return rows

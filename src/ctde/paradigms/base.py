@@ -72,8 +72,19 @@ class Paradigm:
     eval_models: tuple[str, ...]
     export_model: str
     # Stages after reinforcement learning, run by the host in order: "distill" (ctde.training.distill) trains
-    # params["student"] through `distillation_rows` and `student_prediction`.
+    # params[distill_student] through `distillation_rows` and `student_prediction`, with the options of the
+    # paradigm's own config section (distill_episodes, holdout, distill_steps, ...).
     post_training: ClassVar[tuple[str, ...]] = ()
+    # Distillation: teacher and student models (the student's name is also its key in the parameters); how many
+    # leading axes of `distillation_rows` index one regression row ([T, E, n] per agent-step for PTDE, [T, E]
+    # per step when a student reads all agents at once); the teacher's action choice while the data set is
+    # collected ("greedy" or "sample" from its softmax); and the order rows are consumed in ("random" batches,
+    # or "collection": consecutive batches in the order collected, `iterations_per_batch` steps on each).
+    distill_teacher: ClassVar[str] = "teacher"
+    distill_student: ClassVar[str] = "student"
+    distill_row_dims: ClassVar[int] = 3
+    distill_actions: ClassVar[str] = "greedy"
+    distill_order: ClassVar[str] = "random"
     # Models trained by their own optimizer (e.g. a distilled student), separate from the shared one.
     own_optimizer: ClassVar[tuple[str, ...]] = ()
     # Evaluate with sampled (not mean) stochastic network parts, e.g. PTDE's z.

@@ -106,5 +106,5 @@ class PTDE(Paradigm):
         mu, _ = self.teacher_distribution(params, inputs)
         return self.local_inputs(inputs), mu
 
-    def student_prediction(self, student_params, x: jax.Array) -> jax.Array:
+    def student_prediction(self, student_params, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         return self.student.apply(student_params, x)

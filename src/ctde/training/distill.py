@@ -1,12 +1,16 @@
-"""Stage 2 of two-stage paradigms (PTDE): distil what the trained teacher draws from the global state into a
-student that reads the agent's local inputs only.
+"""Stage 2 of two-stage paradigms (PTDE, CTEDD): distil what the trained teacher draws from the global state into
+a student that reads local inputs only.
 
-1. Roll out the frozen stage-1 teacher greedily for `distill_episodes` episodes per seed and keep every valid
-   (agent input x_i, teacher target) row; episodes are split `1 - holdout : holdout` into training and held-out
+1. Roll out the frozen stage-1 teacher (greedily, or sampling its policy: `paradigm.distill_actions`) for
+   `distill_episodes` episodes per seed and keep every valid (student input, teacher target) row: one row per
+   agent-step (PTDE: x_i -> mu_i) or per step (CTEDD: every agent's observation -> every agent's global policy,
+   since its students exchange messages); episodes are split `1 - holdout : holdout` into training and held-out
    sets (by episode, so correlated steps of one episode never straddle the split).
-2. Regress the student on the training rows with Adam (squared error summed over target dimensions, averaged
-   over rows); log training and held-out losses against step (`distill_metrics.jsonl`, `distillation_loss.png`).
-3. Evaluate teacher and student greedily; report the Performance Retention Ratio PRR = win(student)/win(teacher).
+2. Regress the student on the training rows with Adam (squared error summed over a row's target entries,
+   averaged over rows), in random batches or in collection order (`paradigm.distill_order`: consecutive batches,
+   `iterations_per_batch` steps each, as CTEDD consumes its samples); log training and held-out losses against
+   step (`distill_metrics.jsonl`, `distillation_loss.png`).
+3. Evaluate teacher and student greedily; report the Performance Retention Ratio PRR = student / teacher score.
 
 Compiled and vmapped over seeds like stage 1; checkpointed in `checkpoints_distill/`, so `--resume` continues
 stage 2 where it stopped.
@@ -39,8 +43,9 @@ class DistillState:
 
 @struct.dataclass
 class Dataset:
-    """Per seed: rows [N, x_dim], targets [N, z_dim], train/held-out masks [N], and the episodes' inputs
-    (time-major, to compare the teacher's and the student's greedy actions after training)."""
+    """Per seed: rows [N, *x_row], targets [N, *target_row], train/held-out masks [N] (rows in collection order:
+    step by step, all environments of a step together), and the episodes' inputs (time-major, to compare the
+    teacher's and the student's greedy actions after training)."""
 
     x: jax.Array
     target: jax.Array
@@ -49,17 +54,26 @@ class Dataset:
     inputs: Any
 
 
+def sample_softmax(key: jax.Array, scores: jax.Array, avail: jax.Array) -> jax.Array:
+    """An ActionSelector: a sample of the masked softmax of `scores` (a policy's logits)."""
+    return jax.random.categorical(key, jnp.where(avail, scores, -1e10), axis=-1)
+
+
 def _collect_dataset(program, agent_params, key, episodes: int, holdout: float) -> Dataset:
     paradigm, env = program.paradigm, program.env
+    select = greedy if paradigm.distill_actions == "greedy" else sample_softmax
     trajectory, _ = collect(env, paradigm, agent_params, key, num_envs=episodes, length=env.spec.episode_limit,
-                            auto_reset=False, model=paradigm.collect_model, select_actions=greedy,
+                            auto_reset=False, model=paradigm.distill_teacher, select_actions=select,
                             deterministic=True)
     tm = trajectory.transpose()  # [T + 1, E, ...]
-    x, target = paradigm.distillation_rows(agent_params, tm.agent_inputs())  # [T + 1, E, n, d]
-    valid = jnp.broadcast_to(tm.valid[..., None], x.shape[:-1])
+    x, target = paradigm.distillation_rows(agent_params, tm.agent_inputs())  # [T + 1, E, (n,) ...]
+    row_dims = paradigm.distill_row_dims
+    row_shape = x.shape[:row_dims]
+    valid = jnp.broadcast_to(tm.valid.reshape(tm.valid.shape + (1,) * (row_dims - 2)), row_shape)
     n_heldout = max(1, int(round(episodes * holdout)))
-    is_heldout = jnp.broadcast_to((jnp.arange(episodes) >= episodes - n_heldout)[None, :, None], valid.shape)
-    flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+    last_episodes = (jnp.arange(episodes) >= episodes - n_heldout).reshape((1, episodes) + (1,) * (row_dims - 2))
+    is_heldout = jnp.broadcast_to(last_episodes, row_shape)
+    flat = lambda a: a.reshape(-1, *a.shape[row_dims:])  # noqa: E731
     return Dataset(x=flat(x), target=flat(target), train=(valid & ~is_heldout).reshape(-1),
                    heldout=(valid & is_heldout).reshape(-1), inputs=tm.agent_inputs())
 
@@ -72,25 +86,36 @@ def heldout_action_agreement(program, agent_params, data: Dataset) -> jax.Array:
     batch = data.inputs.reset.shape[1:]
     _, output = paradigm.apply(agent_params, paradigm.initial_carry(batch), data.inputs)
     avail = data.inputs.avail
-    same = masked_argmax(output.scores["teacher"], avail) == masked_argmax(output.scores["student"], avail)
-    mask = data.heldout.reshape(same.shape)
+    same = (masked_argmax(output.scores[paradigm.distill_teacher], avail)
+            == masked_argmax(output.scores[paradigm.distill_student], avail))
+    mask = jnp.broadcast_to(data.heldout.reshape(same.shape[:paradigm.distill_row_dims]
+                                                 + (1,) * (same.ndim - paradigm.distill_row_dims)), same.shape)
     return jnp.sum(same & mask) / jnp.maximum(mask.sum(), 1)
 
 
-def _loss(paradigm, student, x, target, weight):
-    error = jnp.sum((paradigm.student_prediction(student, x) - target) ** 2, axis=-1)
+def _loss(paradigm, student, x, target, weight, key=None):
+    """Squared error summed over each row's target entries, averaged over rows weighted by `weight` [N]."""
+    error = (paradigm.student_prediction(student, x, key) - target) ** 2
+    error = jnp.sum(error, axis=tuple(range(1, error.ndim)))
     return jnp.sum(error * weight) / jnp.maximum(weight.sum(), 1.0)
 
 
-def _make_chunk(paradigm, optimizer, batch_size: int, steps: int) -> Callable:
+def _make_chunk(paradigm, optimizer, batch_size: int, steps: int, iterations_per_batch: int = 1) -> Callable:
     def chunk(state: DistillState, data: Dataset) -> tuple[DistillState, dict]:
         probabilities = data.train / jnp.maximum(data.train.sum(), 1)
+        # Training rows first, each group in collection order (argsort is stable).
+        in_order = jnp.argsort(~data.train, stable=True)
+        n_train = jnp.maximum(data.train.sum(), 1)
 
         def one(state, _):
-            rng, key = jax.random.split(state.rng)
-            rows = jax.random.choice(key, data.x.shape[0], (batch_size,), p=probabilities)
+            rng, key, noise_key = jax.random.split(state.rng, 3)
+            if paradigm.distill_order == "collection":
+                start = (state.step // iterations_per_batch) * batch_size
+                rows = in_order[(start + jnp.arange(batch_size)) % n_train]
+            else:
+                rows = jax.random.choice(key, data.x.shape[0], (batch_size,), p=probabilities)
             loss, grads = jax.value_and_grad(lambda s: _loss(paradigm, s, data.x[rows], data.target[rows],
-                                                             jnp.ones((batch_size,))))(state.student)
+                                                             jnp.ones((batch_size,)), noise_key))(state.student)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.student)
             student = optax.apply_updates(state.student, updates)
             return DistillState(student=student, opt_state=opt_state, step=state.step + 1, rng=rng), loss
@@ -106,13 +131,15 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
                      show_progress: bool) -> tuple[Any, dict]:
     """Stage 2 for all seeds. Returns agent parameters with the trained student, and summary rows."""
     config = program.config
-    options = config.ptde
     paradigm = program.paradigm
+    options = getattr(config, paradigm.name)  # the paradigm's own section: distill_episodes, distill_steps, ...
+    teacher, student = paradigm.distill_teacher, paradigm.distill_student
     seeds = config.seeds
     optimizer = optax.adam(options.distill_lr)
     log_every = max(1, min(options.distill_log_every, options.distill_steps))
     n_chunks = -(-options.distill_steps // log_every)
-    chunk = jax.jit(jax.vmap(_make_chunk(paradigm, optimizer, options.distill_batch, log_every)))
+    chunk = jax.jit(jax.vmap(_make_chunk(paradigm, optimizer, options.distill_batch, log_every,
+                                         getattr(options, "iterations_per_batch", 1))))
     checkpoints = Checkpoints(run_dir / "checkpoints_distill", keep=config.log.checkpoints_kept)
     metrics_path = run_dir / "distill_metrics.jsonl"
 
@@ -122,7 +149,7 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
     collect_dataset = jax.jit(jax.vmap(lambda p, k: _collect_dataset(program, p, k, options.distill_episodes,
                                                                        options.holdout)), compiler_options=acting)
     dataset = collect_dataset(agent_params, dataset_keys)
-    students = agent_params["student"]
+    students = agent_params[student]
     state = DistillState(student=students, opt_state=jax.vmap(optimizer.init)(students),
                          step=jnp.zeros((seeds,), jnp.int32), rng=train_keys)
     start = 0
@@ -155,17 +182,18 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
                 f"{np.mean(metrics['train_loss']):.4f}, held-out {np.mean(metrics['heldout_loss']):.4f}")
         every = config.log.checkpoint_every
         if index == n_chunks - 1 or (every and (index + 1) % (10 * every) == 0):
-            trained = {**agent_params, "student": state.student}
+            trained = {**agent_params, student: state.student}
             checkpoints.save(index + 1, state, trained, {"next_chunk": index + 1})
     checkpoints.close()
     seconds = time.perf_counter() - tic
 
-    trained = {**agent_params, "student": state.student}
+    trained = {**agent_params, student: state.student}
     eval_keys = jax.random.split(jax.random.PRNGKey(config.seed + 104729), seeds)
     episodes = max(config.eval.episodes, 32)
     results = {}
-    for model in ("teacher", "student"):
-        results[model] = jax.device_get(jax.jit(jax.vmap(
+    # Recorded under the roles "teacher" and "student" whatever the paradigm calls its models.
+    for role, model in (("teacher", teacher), ("student", student)):
+        results[role] = jax.device_get(jax.jit(jax.vmap(
             lambda p, k, model=model: program.evaluate(p, k, model, episodes)), compiler_options=acting)(
                 trained, eval_keys))
     agreement = jax.device_get(jax.jit(jax.vmap(lambda p, d: heldout_action_agreement(program, p, d)))(
@@ -181,6 +209,7 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
     heldout = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     record = {
         "seeds": [config.seed + s for s in range(seeds)],
+        "models": {"teacher": teacher, "student": student},
         "teacher": {k: [float(x) for x in v] for k, v in results["teacher"].items()},
         "student": {k: [float(x) for x in v] for k, v in results["student"].items()},
         "prr": [float(x) if np.isfinite(x) else None for x in retained],
@@ -197,11 +226,11 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
     _plot_losses(heldout, run_dir / "distillation_loss.png")
     fmt = lambda v: f"{np.mean(v):.3f} ± {np.std(v):.3f}"  # noqa: E731
     metric = "win_rate" if has_win else "return"
-    summary = {f"teacher (stage 1) greedy {metric}": fmt(results["teacher"][metric]),
-               f"student (stage 2) greedy {metric}": fmt(results["student"][metric]),
+    summary = {f"{teacher} (stage 1) greedy {metric}": fmt(results["teacher"][metric]),
+               f"{student} (stage 2) greedy {metric}": fmt(results["student"][metric]),
                f"PRR = student / teacher {metric}": (fmt(retained[np.isfinite(retained)]) if np.isfinite(retained).any()
                                                       else f"undefined (the teacher's {metric} is 0)"),
-               "student's greedy action = teacher's (held-out rows)": fmt(agreement),
+               f"{student}'s greedy action = {teacher}'s (held-out rows)": fmt(agreement),
                "distillation (s)": f"{seconds:.1f}"}
     return trained, summary
 
@@ -219,7 +248,7 @@ def _plot_losses(rows: list[dict], path: Path) -> None:
         line, = ax.plot(steps, [r["train_loss"] for r in mine], label=f"seed {seed} train")
         ax.plot(steps, [r["heldout_loss"] for r in mine], "--", color=line.get_color(), label=f"seed {seed} held-out")
     ax.set_xlabel("distillation step")
-    ax.set_ylabel("squared error to the teacher's mu")
+    ax.set_ylabel("squared error to the teacher")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -58,11 +58,11 @@ def resolve(config: TrainConfig) -> TrainConfig:
         (algo.slice_devices >= 0, "algo.slice_devices must be 0 (automatic) or positive"),
     ]
     require(checks)
-    from ctde.algos import POLICY_GRADIENT
-
-    on_policy = algo.name in POLICY_GRADIENT
-    _refuse_unused_options(config, on_policy)
+    kind = backbone_family(algo.name)
+    on_policy = kind == "policy_gradient"
+    _refuse_unused_options(config)
     _refuse_other_paradigm_options(config)
+    _check_backbone_hosts_paradigm(config, kind, spec)
     if on_policy:
         ppo = config.ppo
         if rollout.auto_reset is False:
@@ -95,11 +95,11 @@ def resolve(config: TrainConfig) -> TrainConfig:
                 f"(JaxMARL style) or leave rollout.length unset (one whole episode per environment).")
 
     family, name = split_id(config.env.id)
-    if algo.epsilon_anneal_steps is None:
+    if algo.epsilon_anneal_steps is None and kind == "value_decomposition":
         from ctde.envs.smax import HARD_MAPS
 
         algo.epsilon_anneal_steps = 500_000 if family == "smax" and name in HARD_MAPS else 50_000
-    if config.env.episode_limit is None and family == "smax":
+    if config.env.episode_limit is None and family in ("smax", "mpe"):
         config.env.episode_limit = spec.episode_limit
     paradigm.resolve_options(config)
     if config.out is None:
@@ -108,27 +108,68 @@ def resolve(config: TrainConfig) -> TrainConfig:
     return config
 
 
-# Options that only one kind of backbone reads. Setting one for the other kind is a mistake worth reporting.
-VALUE_DECOMPOSITION_ONLY = ("optimizer", "batch_size", "buffer_size", "updates_per_rollout", "learning_starts",
-                            "target_update_interval", "double_q", "td_lambda", "epsilon_start", "epsilon_finish",
-                            "epsilon_anneal_steps", "mixer_embed_dim", "hypernet_layers", "hypernet_embed",
-                            "qplex_kernels")
+# Options that only some kinds of backbone read. Setting one for another kind is a mistake worth reporting.
+_REPLAY_BACKBONES = ("value_decomposition", "actor_critic")
+_VALUE_DECOMPOSITION = ("value_decomposition",)
+ALGO_OPTIONS_READ_BY = {
+    **{k: _REPLAY_BACKBONES for k in ("batch_size", "buffer_size", "updates_per_rollout", "learning_starts")},
+    **{k: _VALUE_DECOMPOSITION for k in ("optimizer", "target_update_interval", "double_q", "td_lambda",
+                                         "epsilon_start", "epsilon_finish", "epsilon_anneal_steps", "mixer_embed_dim",
+                                         "hypernet_layers", "hypernet_embed", "qplex_kernels")},
+    **{k: ("value_decomposition", "policy_gradient") for k in ("slice_rows", "slice_devices")},
+}
+SECTIONS_READ_BY = {"ppo": ("policy_gradient", "algo=mappo or algo=ippo"), "maddpg": ("actor_critic", "algo=maddpg")}
 
 
-def _refuse_unused_options(config: TrainConfig, on_policy: bool) -> None:
-    from ctde.config import AlgoConfig, PPOConfig, to_dict
+def backbone_family(algo_name: str) -> str:
+    from ctde.algos import ACTOR_CRITIC, POLICY_GRADIENT
 
-    if on_policy:
-        defaults = AlgoConfig()
-        changed = [f"algo.{k}" for k in VALUE_DECOMPOSITION_ONLY if getattr(config.algo, k) != getattr(defaults, k)]
+    if algo_name in POLICY_GRADIENT:
+        return "policy_gradient"
+    return "actor_critic" if algo_name in ACTOR_CRITIC else "value_decomposition"
+
+
+def _refuse_unused_options(config: TrainConfig) -> None:
+    from ctde.config import AlgoConfig
+
+    family = backbone_family(config.algo.name)
+    defaults = AlgoConfig()
+    changed = [f"algo.{k}" for k, families in ALGO_OPTIONS_READ_BY.items()
+               if family not in families and getattr(config.algo, k) != getattr(defaults, k)]
+    if changed:
+        raise ConfigError(f"{', '.join(changed)} {'is' if len(changed) == 1 else 'are'} not read by algo="
+                          f"{config.algo.name} (a {family.replace('_', '-')} backbone); remove "
+                          f"{'it' if len(changed) == 1 else 'them'}. Run `ctde train --help` for what each option "
+                          f"applies to.")
+    for name, (reader, who) in SECTIONS_READ_BY.items():
+        if family == reader:
+            continue
+        section = getattr(config, name)
+        section_defaults = to_dict(type(section)())
+        changed = [f"{name}.{k}" for k, v in to_dict(section).items() if v != section_defaults[k]]
         if changed:
-            raise ConfigError(f"{', '.join(changed)} only affect value-decomposition backbones; algo="
-                              f"{config.algo.name} would ignore them. Remove them (MAPPO's options are ppo.*).")
-    else:
-        changed = [f"ppo.{k}" for k, v in to_dict(config.ppo).items() if v != to_dict(PPOConfig())[k]]
-        if changed:
-            raise ConfigError(f"{', '.join(changed)} only affect algo=mappo or algo=ippo; algo={config.algo.name} "
-                              f"would ignore them. Remove them or choose an on-policy backbone.")
+            raise ConfigError(f"{', '.join(changed)} only affect {who}; algo={config.algo.name} would ignore "
+                              f"them. Remove them or choose {who}.")
+
+
+def _check_backbone_hosts_paradigm(config: TrainConfig, family: str, spec) -> None:
+    """MADDPG hosts the paradigms whose networks are policies over a centralized critic (plain CTDE and CTEDD);
+    CTEDD's global policies are trained by DDPG-style updates, so it needs MADDPG and a global state."""
+    paradigm = config.paradigm.name
+    if family == "actor_critic" and paradigm not in ACTOR_CRITIC_PARADIGMS:
+        raise IncompatibleError(f"paradigm={paradigm} is not available on algo={config.algo.name}; it hosts "
+                                f"{' and '.join(ACTOR_CRITIC_PARADIGMS)}. Choose one of those, or a value-decomposition "
+                                f"or MAPPO backbone for {paradigm}.")
+    if paradigm == "ctedd" and family != "actor_critic":
+        raise IncompatibleError(f"paradigm=ctedd trains its global policies with DDPG-style updates through a "
+                                f"centralized critic; algo={config.algo.name} has none. Use algo=maddpg.")
+    if paradigm == "ctedd" and spec.state_dim < 1:
+        raise IncompatibleError(f"paradigm=ctedd needs a global state for its global policies, and {spec.id} "
+                                f"provides none. Choose an environment with a global state (e.g. mpe:simple_tag).")
+
+
+# Paradigms the actor-critic backbone hosts.
+ACTOR_CRITIC_PARADIGMS = ("ctde", "ctedd")
 
 
 def _refuse_other_paradigm_options(config: TrainConfig) -> None:

@@ -243,7 +243,7 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
         "exported policy": str(run_dir / "policy"),
         **stage_summary,
     }
-    models = program.paradigm.eval_models
+    models = program.paradigm.train_eval_models  # the models that learning curves exist for
     for model in models if program.env.spec.has_win else ():
         for threshold in (0.5, 0.9):
             reached = steps_to_reach(rows, model, threshold)

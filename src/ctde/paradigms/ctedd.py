@@ -1,0 +1,123 @@
+"""CTEDD: Centralized Training and Exploration, Decentralized execution via policy Distillation (AAMAS 2020).
+
+Stage 1 (reinforcement learning, the MADDPG backbone's own loop): every agent's global policy pi~_i(s, .) is a
+shared global network on the full state followed by a small head of the agent's own (`nets.ctedd.GlobalPolicy`).
+The global policies collect the data (sampling their softmax) and learn through MADDPG's centralized critic
+Q(s, a_1..a_n) with target networks: the backbone's reparameterized (Gumbel-softmax) actor gradient stands for
+the paper's policy gradient of Eq. 1. The maximum-entropy term alpha * H(pi~_i(s, .)) of Eq. 1 is this paradigm's
+auxiliary loss and reaches the local heads only (the shared features are held fixed in it), as the paper's
+gradient for the heads' parameters omega_i.
+
+Stage 2 (distillation, `ctde.training.distill`): with stage 1 frozen, the global policies play
+`ctedd.distill_episodes` episodes (sampling, as they collected), and the local policies learn to reproduce
+them, L_D = mean over steps of sum_i ||pi~_i(s) - pi^_i(o_i, m)||^2 on the policies' action distributions,
+consuming the samples in the order they were collected, `ctedd.iterations_per_batch` steps on each batch
+(Eq. 2). A local policy (`nets.ctedd`) turns o_i into k binary message bits (`ctedd.message_bits`) and acts on
+o_i and every agent's bits; the bits are trained straight-through (or with logistic noise: `gumbel`).
+
+Models: `global` (CTEDD-G: collects and learns in stage 1) and `local` (CTEDD-k: evaluated and exported after
+stage 2). The exported policy is the local one; its audit checks that each agent reads only its own inputs and
+the received bits, and that each message reads only its sender's inputs (`ctde.policy`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ctde.errors import require
+from ctde.nets.ctedd import GlobalPolicy, MessageActor, MessageGenerator, local_input, local_policy_logits
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+
+NEG_INF = -1e10
+
+
+class CTEDD(Paradigm):
+    name = "ctedd"
+    collect_model = td_model = select_model = "global"
+    eval_models = ("global", "local")
+    train_eval_models = ("global",)  # the local policies mean nothing until stage 2
+    export_model = "local"
+    post_training = ("distill",)
+    diagnostics = ("entropy",)
+    distill_teacher = "global"
+    distill_student = "local"
+    distill_row_dims = 2  # one row per step: a local policy reads every agent's messages
+    distill_actions = "sample"
+    distill_order = "collection"
+
+    @classmethod
+    def resolve_options(cls, config) -> None:
+        options = config.ctedd
+        require([
+            (1 <= options.message_bits <= 16, "ctedd.message_bits must be between 1 and 16"),
+            (options.entropy_coef >= 0, "ctedd.entropy_coef must be non-negative"),
+            (min(options.global_hidden, options.head_hidden, options.local_hidden) >= 1,
+             "ctedd network widths must be positive"),
+            (0 < options.holdout < 1, "ctedd.holdout must be in (0, 1)"),
+            (options.distill_episodes >= 2, "ctedd.distill_episodes must be at least 2 (training and held-out)"),
+            (options.distill_steps >= 1 and options.distill_batch >= 1 and options.iterations_per_batch >= 1,
+             "ctedd.distill_steps, distill_batch and iterations_per_batch must be positive"),
+            (options.distill_lr > 0, "ctedd.distill_lr must be positive"),
+        ])
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        options = config.ctedd
+        self.bits = options.message_bits
+        self.estimator = options.message_estimator
+        self.entropy_coef = options.entropy_coef
+        self.local_hidden = options.local_hidden
+        self.global_policy = GlobalPolicy(spec.n_agents, spec.n_actions, options.global_hidden, options.head_hidden)
+        self.generator = MessageGenerator(self.bits, options.local_hidden)
+        self.actor = MessageActor(spec.n_actions, options.local_hidden)
+
+    def init(self, key):
+        n = self.spec.n_agents
+        global_key, message_key, actor_key = jax.random.split(key, 3)
+        x = jnp.zeros((1, n, self.spec.obs_dim + n))
+        return {"global": self.global_policy.init(global_key, jnp.zeros((1, self.spec.state_dim))),
+                "local": {"messages": self.generator.init(message_key, x),
+                          "actor": self.actor.init(actor_key, x, jnp.zeros((1, n, n * self.bits)))}}
+
+    def initial_carry(self, batch_shape):
+        # Both policies are feed-forward: the state and o_i are what they act on.
+        return jnp.zeros((*batch_shape, self.spec.n_agents, 0))
+
+    def apply(self, params, carry, inputs: AgentInputs, rng=None):
+        features = self.global_policy.apply(params["global"], inputs.state, method=GlobalPolicy.features)
+        global_logits = self.global_policy.apply(params["global"], features, method=GlobalPolicy.heads)
+        # The entropy term's view of the same policies: gradients reach the heads, not the shared network.
+        head_logits = self.global_policy.apply(params["global"], jax.lax.stop_gradient(features),
+                                               method=GlobalPolicy.heads)
+        local_logits, _ = local_policy_logits(self.generator, self.actor, params["local"], local_input(inputs.obs))
+        return carry, ParadigmOutput(scores={"global": global_logits, "local": local_logits},
+                                     extras={"head_logits": head_logits})
+
+    def auxiliary_loss(self, params, output: ParadigmOutput, inputs: AgentInputs, mask, env_steps):
+        """-alpha * mean over counted (step, agent) pairs of H(pi~_i(s, .)), the entropy over available actions."""
+        logits = jnp.where(inputs.avail, output.extras["head_logits"], NEG_INF)
+        log_probs = jax.nn.log_softmax(logits)
+        entropy = -jnp.sum(jnp.where(inputs.avail, jnp.exp(log_probs) * log_probs, 0.0), axis=-1)
+        weight = mask.astype(jnp.float32)
+        mean_entropy = jnp.sum(entropy * weight) / jnp.maximum(weight.sum(), 1.0)
+        return -self.entropy_coef * mean_entropy, {"entropy": mean_entropy}
+
+    def export(self, params):
+        spec = {"network": "ctedd_local", "message_bits": self.bits, "local_hidden": self.local_hidden,
+                "hidden_dim": 0, "inputs": ["obs", "agent_id"]}
+        return spec, params["local"]
+
+    # -- stage 2 hooks (see ctde.training.distill) -------------------------------------------------------
+
+    def distillation_rows(self, params, inputs: AgentInputs) -> tuple[jax.Array, jax.Array]:
+        """Every agent's local input and global action distribution per step: ([..., n, o + n], [..., n, |A|])."""
+        logits = self.global_policy.apply(params["global"], inputs.state)
+        return local_input(inputs.obs), jax.nn.softmax(jnp.where(inputs.avail, logits, NEG_INF), axis=-1)
+
+    def student_prediction(self, student_params, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """The local policies' action distributions [N, n, |A|] from rows x [N, n, o + n]; `key` (training with
+        the gumbel estimator) samples the message bits."""
+        key = key if self.estimator == "gumbel" else None
+        logits, _ = local_policy_logits(self.generator, self.actor, student_params, x, key)
+        return jax.nn.softmax(logits, axis=-1)
