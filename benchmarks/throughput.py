@@ -20,6 +20,15 @@ Settings:
   (b, bfloat16) the same with `algo.matmul_precision=bfloat16` (bfloat16 matmul inputs, float32 accumulation,
       in the gradient steps; JaxMARL runs float32).
 
+  maddpg_simple_tag: `algo=maddpg` (plain CTDE, default options: 8 envs, whole 25-step episodes, 4 updates of
+      32 episodes per rollout) on `mpe:simple_tag`, 1 seed, through the program `ctde train` runs (the compiled
+      training chunk, initialisation excluded, one greedy episode at the end), each timed run right after the
+      env-only rollout of mpe:simple_tag (random actions, the same environments and env steps, resets inside)
+      with both CPU kernel choices; the fraction is the median of the per-pair ratios to the faster env-only
+      rollout. Selected with `--settings maddpg_simple_tag`; results (alone) default to throughput_maddpg.json:
+
+      python benchmarks/throughput.py --settings maddpg_simple_tag --env-counts '' --mappo-envs ''
+
 Throughput is steady state: the replay already holds enough data, so every iteration learns (JaxMARL starts
 learning only once its buffer holds 32 rollouts, 65,536 steps at (b); a short fixed-length run of it is mostly
 collection). For JaxMARL, steady state is the difference between two run lengths; its whole-run figure is
@@ -64,14 +73,23 @@ SETTING_B = ["rollout.num_envs=16", "rollout.length=128", "rollout.auto_reset=tr
 BFLOAT16 = ["algo.matmul_precision=bfloat16"]
 SETTINGS = {"a_pymarl": ["algo.updates_per_rollout=1"], "b_jaxmarl_matched": SETTING_B,
             "b_jaxmarl_matched_bfloat16": SETTING_B + BFLOAT16}
+# Off-SMAX settings: name -> (env id, overrides), measured by `maddpg_paired` against that env's own rollout.
+MADDPG_SETTINGS = {"maddpg_simple_tag": ("mpe:simple_tag", [])}
+MADDPG_STEPS = 100_000  # env steps of each timed MADDPG run (500 iterations of 8 x 25 steps)
+
+
+def env_id_of(name: str) -> str:
+    """An env id from a SMAX map name ("5m_vs_6m") or a full id ("mpe:simple_tag")."""
+    return name if ":" in name else f"smax:{name}"
 
 
 def env_only_program(map_name: str, num_envs: int, steps: int, kernels: str = "native"):
     """A jitted rollout of random available actions, vmapped over environments, reset inside the scan: the
     ceiling, compiled with XLA:CPU `kernels` (`ctde.training.cpu_kernels`: "native" is the fastest for SMAX,
-    "ynnpack" is XLA's default). Returns the function of a PRNG key."""
+    "ynnpack" is XLA's default). `map_name`: a SMAX map or a full env id (`env_id_of`). Returns the function
+    of a PRNG key."""
     cpu_kernels.unroll_threefry()  # as every training program does (ctde.training.loop.build_program)
-    env = make_env(build_config([f"env=smax:{map_name}"]).env)
+    env = make_env(build_config([f"env={env_id_of(map_name)}"]).env)
 
     def rollout(key):
         state, ts = jax.vmap(env.reset)(jax.random.split(key, num_envs))
@@ -265,6 +283,15 @@ def mappo_paired(map_name: str, num_envs: int, precision: str, repeats: int) -> 
             "compile_seconds": timed["compile_seconds"], "overrides": overrides}
 
 
+def compile_training_chunk(program, total_steps: jax.Array) -> tuple[Any, float, Any]:
+    """The run's training chunk compiled as `ctde train` compiles it: (compiled, compile seconds, the sharding its
+    state is created with, for `program.init(keys, placement)`)."""
+    tic = time.perf_counter()
+    abstract = jax.eval_shape(program.init, seed_keys(program.config))
+    compiled = program.compiled_chunk().lower(abstract, jnp.int32(0), total_steps).compile()
+    return compiled, time.perf_counter() - tic, compiled.input_shardings[0][0]
+
+
 def ours_whole_run(map_name: str, overrides: list[str], rollouts: int, repeats: int) -> dict:
     """A fresh run of `rollouts` iterations timed whole (compile excluded), as JaxMARL's figure is, through the
     program `ctde train` runs: initialisation, then the training chunk (one seed, one evaluation block
@@ -277,11 +304,7 @@ def ours_whole_run(map_name: str, overrides: list[str], rollouts: int, repeats: 
     # (overrides come last, so "algo=mappo" among them selects MAPPO)
     program = build_program(config)
     total = jnp.int32(steps)
-    tic = time.perf_counter()
-    abstract = jax.eval_shape(program.init, seed_keys(config))
-    compiled = program.compiled_chunk().lower(abstract, jnp.int32(0), total).compile()
-    compile_seconds = time.perf_counter() - tic
-    placement = compiled.input_shardings[0][0]
+    compiled, compile_seconds, placement = compile_training_chunk(program, total)
     times = []
     for r in range(repeats):
         keys = jnp.stack([jax.random.PRNGKey(r)])
@@ -295,6 +318,63 @@ def ours_whole_run(map_name: str, overrides: list[str], rollouts: int, repeats: 
     return {"env_steps": env_steps, "run_seconds": times, "compile_seconds": compile_seconds,
             "steps_per_second": env_steps / statistics.median(times), "program": "the training chunk",
             "overrides": overrides}
+
+
+def maddpg_paired(env_id: str, overrides: list[str], steps: int, repeats: int) -> dict:
+    """MADDPG's training throughput (1 seed) through the compiled training chunk of `ctde train`, as a fraction
+    of the env-only rate of the same environment at the same number of environments.
+
+    One chunk runs a fresh run of `steps` env steps (initialisation untimed, learning from the first full batch
+    of replay: 4 of the 500 iterations at the defaults do not learn; one greedy episode at the end). Timed runs
+    alternate with env-only rollouts of the same environments and env steps (`env_only_program`, both CPU kernel
+    choices), so both see the same machine state; the fraction is the median of the per-pair ratios to the
+    faster env-only rollout."""
+    config = resolve(build_config([f"env={env_id}", "algo=maddpg", "seeds=1", "out=/tmp/unused", f"steps={steps}",
+                                   f"eval.interval={steps}", "eval.episodes=1", "log.chunk_evals=1", *overrides]))
+    program = build_program(config)
+    num_envs, length = program.backbone.num_envs, program.backbone.length
+    total = jnp.int32(steps)
+    compiled, compile_seconds, placement = compile_training_chunk(program, total)
+    env_steps_per_rollout = -(-steps // num_envs)  # per environment
+    ceilings = {k: env_only_program(env_id, num_envs, env_steps_per_rollout, k) for k in CEILING_KERNELS}
+    env_compile = {}
+    for kernels, fn in ceilings.items():
+        tic = time.perf_counter()
+        jax.block_until_ready(fn(jax.random.PRNGKey(0)))
+        env_compile[kernels] = time.perf_counter() - tic
+    learner_rates: list[float] = []
+    env_rates: dict[str, list[float]] = {k: [] for k in ceilings}
+    run_seconds, updates = [], []
+    for r in range(repeats):
+        for kernels, fn in ceilings.items():
+            tic = time.perf_counter()
+            jax.block_until_ready(fn(jax.random.PRNGKey(r + 1)))
+            env_rates[kernels].append(num_envs * env_steps_per_rollout / (time.perf_counter() - tic))
+        keys = jnp.stack([jax.random.PRNGKey(r)])
+        for _ in range(2):  # init's own compilation stays out of the timing (a second call has compiled again)
+            jax.block_until_ready(program.init(keys, placement))
+        state = program.init(keys, placement)
+        jax.block_until_ready(state)
+        tic = time.perf_counter()
+        state, _ = compiled(state, jnp.int32(0), total)
+        jax.block_until_ready(state)
+        elapsed = time.perf_counter() - tic
+        run_seconds.append(elapsed)
+        learner_rates.append(int(state.learner.env_steps[0]) / elapsed)
+        updates.append(int(state.learner.updates[0]))
+    best_env = [max(rates) for rates in zip(*env_rates.values())]
+    fractions = [mine / env for mine, env in zip(learner_rates, best_env)]
+    return {"env": env_id, "num_envs": num_envs, "rollout_length": length, "env_steps_per_run": steps,
+            "updates_per_run": updates, "updates_per_rollout": config.algo.updates_per_rollout,
+            "batch_size": config.algo.batch_size, "steps_per_second": statistics.median(learner_rates),
+            "runs": learner_rates, "run_seconds": run_seconds, "program": "the training chunk",
+            "cpu_kernels": cpu_kernels.kernel_choice(
+                config.algo.cpu_kernels, algo="maddpg", precision=config.algo.matmul_precision, learning=True,
+                env_steps_per_update=num_envs * length / max(config.algo.updates_per_rollout, 1)),
+            "env_only_steps_per_second": statistics.median(best_env), "env_only_runs_by_cpu_kernels": env_rates,
+            "env_only_compile_seconds": env_compile,
+            "fraction_of_env_only_same_envs": statistics.median(fractions), "paired_fractions": fractions,
+            "compile_seconds": compile_seconds, "overrides": overrides}
 
 
 def jaxmarl(qmix_file: str, python: str, map_name: str) -> dict:
@@ -367,9 +447,18 @@ def main() -> None:
     parser.add_argument("--mappo-envs", default="64,256", help="parallel environments for MAPPO ('' to skip)")
     parser.add_argument("--mappo-precisions", default="float32,bfloat16", help="algo.matmul_precision values")
     parser.add_argument("--mappo-repeats", type=int, default=7, help="paired (env-only, MAPPO) timings per setting")
-    parser.add_argument("--out", default="throughput.json", help="file name under benchmarks/results/ (a partial "
-                        "measurement, e.g. --settings '' for MAPPO alone, should not overwrite the full one)")
+    parser.add_argument("--maddpg-steps", type=int, default=MADDPG_STEPS, help="env steps of each timed MADDPG run")
+    parser.add_argument("--out", default=None, help="file name under benchmarks/results/ (a partial "
+                        "measurement, e.g. --settings '' for MAPPO alone, should not overwrite the full one); "
+                        "default throughput.json, or throughput_maddpg.json when only MADDPG settings are selected")
     args = parser.parse_args()
+    selected = [n for n in args.settings.split(",") if n]
+    unknown = [n for n in selected if n not in SETTINGS and n not in MADDPG_SETTINGS]
+    if unknown:
+        parser.error(f"unknown setting(s) {unknown}; choose from {', '.join([*SETTINGS, *MADDPG_SETTINGS])}")
+    if args.out is None:
+        only_maddpg = selected and all(n in MADDPG_SETTINGS for n in selected)
+        args.out = "throughput_maddpg.json" if only_maddpg else "throughput.json"
     mappo_envs = [int(n) for n in args.mappo_envs.split(",") if n]
     env_counts = sorted(int(n) for n in args.env_counts.split(",") if n)
 
@@ -385,7 +474,16 @@ def main() -> None:
         print(f"env only, {row['num_envs']:>4} envs: {row['steps_per_second']:>10,.0f} steps/s ({by_kernels})",
               flush=True)
     results["ours"], programs = {}, {}
-    for name in (n for n in args.settings.split(",") if n):
+    for name in (n for n in selected if n in MADDPG_SETTINGS):
+        env_id, overrides = MADDPG_SETTINGS[name]
+        r = maddpg_paired(env_id, overrides, args.maddpg_steps, args.repeats)
+        results.setdefault("maddpg", {})[name] = r
+        print(f"MADDPG {name} ({env_id}, {r['num_envs']} envs, 1 seed, {r['cpu_kernels']} kernels): "
+              f"{r['steps_per_second']:,.0f} env steps/s through the training chunk; env-only alongside "
+              f"{r['env_only_steps_per_second']:,.0f}: median paired ratio {r['fraction_of_env_only_same_envs']:.1%} "
+              f"(per pair: {', '.join(f'{x:.1%}' for x in r['paired_fractions'])}; compile "
+              f"{r['compile_seconds']:.1f} s)", flush=True)
+    for name in (n for n in selected if n in SETTINGS):
         iterations = 4 if name.startswith("b") else 40
         programs[name] = compiled_training(args.map, SETTINGS[name], iterations)
         results["ours"][name] = ours(programs[name], SETTINGS[name], iterations, args.repeats)

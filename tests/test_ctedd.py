@@ -118,3 +118,52 @@ def test_ctedd_consumes_its_samples_in_collection_order():
     expected_batches = [[0, 1, 2], [0, 1, 2], [3, 4, 5], [3, 4, 5], [6, 7, 0], [6, 7, 0]]
     expected = np.mean([np.mean(np.square(b)) for b in expected_batches])
     assert float(metrics["train_loss"]) == pytest.approx(expected)
+
+
+def test_ctedd_with_continuous_actions_distils_tanh_actors(run_training):
+    """toy:target_sum: L_D compares the actions tanh(.) themselves; the entropy term is off (deterministic actors)."""
+    result = run_training("env=toy:target_sum", "algo=maddpg", "paradigm=ctedd", "steps=5000", "seeds=2",
+                          "eval.interval=2500", "ctedd.distill_steps=1000")
+    record = json.loads((result.run_dir / "distill.json").read_text())
+    assert min(record["teacher"]["return"]) >= 0.95 and min(record["student"]["return"]) >= 0.95, record
+    assert min(record["heldout_action_agreement"]) >= 0.9
+    assert [r["train/entropy"] for r in result.rows] == [0.0] * len(result.rows)
+
+
+def test_a_stopped_ctedd_run_resumes_to_the_uninterrupted_result(run_training):
+    """MADDPG's learner (replay, targets, both optimizers) checkpoints and restores exactly, and stage 2 runs
+    after the resumed stage 1 as it would have."""
+    from ctde.training.runner import train
+
+    fast = ("env=toy:two_step", "algo=maddpg", "paradigm=ctedd", "steps=4000", "seeds=2", "eval.interval=500",
+            "eval.episodes=8", "ctedd.distill_steps=200", "ctedd.distill_episodes=20", "algo.buffer_size=200")
+    full = run_training(*fast, name="full")
+    half = run_training(*fast, name="half", stop_when=lambda rows: max(r["env_steps"] for r in rows) >= 1500)
+    resumed = train(resume=half.run_dir, quiet=True)
+
+    def rows(run_dir):
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "wall_seconds"} for line in lines]
+
+    assert rows(resumed.run_dir) == rows(full.run_dir)
+    stage_2 = [json.loads((r.run_dir / "distill.json").read_text()) for r in (full, resumed)]
+    for key in ("teacher", "student", "heldout_action_agreement", "final_heldout_loss"):
+        assert stage_2[0][key] == stage_2[1][key], key
+
+
+def test_ctedd_is_refused_on_an_environment_without_a_global_state(monkeypatch):
+    import dataclasses
+
+    import ctde.envs
+    from ctde.errors import IncompatibleError
+
+    real = ctde.envs.make_env
+
+    def stateless(config, views=()):
+        env = real(config, views)
+        env.spec = dataclasses.replace(env.spec, state_dim=0)
+        return env
+
+    monkeypatch.setattr(ctde.envs, "make_env", stateless)
+    with pytest.raises(IncompatibleError, match="needs a global state"):
+        resolve(build_config(["env=toy:hallway", "algo=maddpg", "paradigm=ctedd"]))

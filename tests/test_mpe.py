@@ -7,7 +7,7 @@ import pytest
 
 from ctde.config import EnvConfig, build_config
 from ctde.envs import check_env, list_environments, make_env
-from ctde.envs.mpe import ACTION_DIRECTIONS, DOWN, LEFT, NOOP, RIGHT, UP, MPEEnv, flee_action
+from ctde.envs.mpe import ACTION_DIRECTIONS, DOWN, LEFT, NOOP, RIGHT, UP, MPEEnv, flee_action, force_to_jaxmarl
 from ctde.envs.push_forward import REWARD_SCALE, PushForward, PushForwardState
 from ctde.errors import ConfigError
 
@@ -267,3 +267,141 @@ def test_rollout_through_ctde_collect(env_id, auto_reset, length):
     if auto_reset:
         assert trajectory.reset[:, 25].all()  # the rollout reset the environment itself after the limit
     assert np.isfinite(trajectory.reward).all()
+
+
+# -- continuous actions (env.continuous_actions) -------------------------------------------------------------------
+
+
+def _both(env_id, **options):
+    return _env(env_id, **options), _env(env_id, continuous_actions=True, **options)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_continuous_spec_and_jit_vmap(env_id):
+    env = _env(env_id, continuous_actions=True)
+    n, obs_dim, state_dim = DIMS[env_id]
+    spec = env.spec
+    assert spec.continuous_actions and spec.n_actions == 2
+    assert (spec.n_agents, spec.obs_dim, spec.state_dim, spec.episode_limit) == (n, obs_dim, state_dim, 25)
+    assert not _env(env_id).spec.continuous_actions
+    E = 3
+    reset, step = jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step))
+    state, ts = reset(jax.random.split(jax.random.PRNGKey(0), E))
+    assert ts.avail.shape == (E, n, 2) and ts.avail.dtype == jnp.bool_ and bool(jnp.all(ts.avail))
+    for k in range(3):
+        actions = jax.random.uniform(jax.random.PRNGKey(k), (E, n, 2), jnp.float32, -1.5, 1.5)
+        state, ts = step(jax.random.split(jax.random.PRNGKey(10 + k), E), state, actions)
+    assert step._cache_size() == 1, "the step recompiled (weakly typed state?)"
+    assert ts.obs.shape == (E, n, obs_dim) and ts.state.shape == (E, state_dim) and ts.reward.shape == (E,)
+    assert ts.avail.shape == (E, n, 2) and bool(jnp.all(ts.avail))
+    assert _t(jax.tree.map(lambda x: x[0], state)) == 3 and not bool(jnp.any(ts.done))
+    assert np.all(np.isfinite(np.asarray(ts.obs))) and np.all(np.isfinite(np.asarray(ts.state)))
+    with pytest.raises(ValueError, match="continuous actions must be float"):
+        env.step(jax.random.PRNGKey(0), jax.tree.map(lambda x: x[0], state), jnp.zeros((n,), jnp.int32))
+
+
+def test_force_to_jaxmarl_round_trips_through_jaxmarls_decoding():
+    env = _env("mpe:simple_spread", continuous_actions=True)
+    forces = jnp.array([[0.3, -0.7], [-1.0, 0.0], [0.0, 1.0]], jnp.float32)
+    encoded = force_to_jaxmarl(forces)
+    assert encoded.shape == (3, 5) and bool(jnp.all(encoded >= 0)) and bool(jnp.all(encoded[:, 0] == 0))
+    u, _ = env._env._decode_continuous_action(jnp.arange(3), encoded)
+    np.testing.assert_allclose(np.asarray(u), np.asarray(forces * env._env.accel[:3, None]), rtol=1e-6)
+    # Each discrete move's direction, encoded, decodes to the discrete move's force.
+    u_discrete, _ = env._env._decode_discrete_action(jnp.zeros(5, jnp.int32), jnp.arange(5).reshape(5, 1))
+    u_continuous, _ = env._env._decode_continuous_action(jnp.zeros(5, jnp.int32), force_to_jaxmarl(ACTION_DIRECTIONS))
+    np.testing.assert_array_equal(np.asarray(u_continuous), np.asarray(u_discrete))
+
+
+def _equal_states(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+MOVES = {"mpe:simple_tag": [RIGHT, UP, LEFT], "mpe:simple_push": [RIGHT], "mpe:simple_spread": [RIGHT, DOWN, NOOP],
+         "mpe:push_forward": [RIGHT, RIGHT]}
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_unit_force_equals_the_discrete_move(env_id):
+    """The same state and key: a force of the move's direction reaches exactly the discrete move's state (and so,
+    with the fixed side's move converted alike, the same prey / adversary positions)."""
+    discrete, continuous = _both(env_id)
+    key = jax.random.PRNGKey(11)
+    state, _ = discrete.reset(jax.random.PRNGKey(2))
+    if env_id == "mpe:push_forward":  # the agents just behind the box, to push it
+        state = state.replace(pos=state.pos.at[:2].set(jnp.array([[-0.25, 0.0], [-0.35, 0.0]])))
+    moves = jnp.array(MOVES[env_id], jnp.int32)
+    ds, dts = jax.jit(discrete.step)(key, state, moves)
+    cs, cts = jax.jit(continuous.step)(key, state, ACTION_DIRECTIONS[moves])
+    _equal_states(ds, cs)
+    _same(dts, cts, ("obs", "state", "reward", "terminal", "done", "won"))
+    first = 0 if env_id == "mpe:push_forward" else discrete.learner_index[0]
+    moved = ds.vel if env_id == "mpe:push_forward" else ds.p_vel
+    assert float(moved[first, 0]) > 0  # the first learner went right
+    if env_id == "mpe:push_forward":
+        assert float(ds.vel[2, 0]) > 0 and float(dts.reward) != 0.0  # and the box with it
+
+
+@pytest.mark.parametrize("policy", ["heuristic", "random"])
+def test_fixed_prey_behaves_identically_in_both_modes(policy):
+    discrete, continuous = _both("mpe:simple_tag", adversary_policy=policy)
+    state = _tag_state(discrete, [0.0, 0.0], [[0.4, 0.0], [-0.8, 0.8], [0.0, -0.9]])
+    d_step, c_step = jax.jit(discrete.step), jax.jit(continuous.step)
+    ds = cs = state
+    moves = jnp.array([LEFT, UP, NOOP], jnp.int32)
+    for k in range(4):
+        key = jax.random.PRNGKey(20 + k)
+        np.testing.assert_array_equal(int(discrete.fixed_action(key, ds)), int(continuous.fixed_action(key, cs)))
+        ds, _ = d_step(key, ds, moves)
+        cs, _ = c_step(key, cs, ACTION_DIRECTIONS[moves])
+        np.testing.assert_array_equal(np.asarray(ds.p_pos[3]), np.asarray(cs.p_pos[3]))  # the prey
+        np.testing.assert_array_equal(np.asarray(ds.p_vel[3]), np.asarray(cs.p_vel[3]))
+    assert float(jnp.abs(ds.p_pos[3]).sum()) > 0  # it moved
+    # simple_push's adversary too.
+    discrete, continuous = _both("mpe:simple_push", adversary_policy=policy)
+    state, _ = discrete.reset(jax.random.PRNGKey(3))
+    key = jax.random.PRNGKey(4)
+    ds, _ = jax.jit(discrete.step)(key, state, jnp.array([UP], jnp.int32))
+    cs, _ = jax.jit(continuous.step)(key, state, jnp.array([[0.0, 1.0]], jnp.float32))
+    _equal_states(ds, cs)
+
+
+@pytest.mark.parametrize("env_id", ["mpe:simple_tag", "mpe:push_forward"])
+def test_continuous_actions_are_clipped(env_id):
+    env = _env(env_id, continuous_actions=True)
+    n = env.spec.n_agents
+    if env_id == "mpe:push_forward":
+        state = PushForwardState(pos=jnp.array([FAR[0], FAR[1], [0.0, 0.0]], jnp.float32),
+                                 vel=jnp.zeros((3, 2), jnp.float32), t=jnp.int32(0))
+    else:  # everyone apart, at rest
+        state = _tag_state(env, [0.0, 0.0], [[0.5, 0.5], [-0.5, 0.5], [0.5, -0.5]])
+    step = jax.jit(env.step)
+    big = jnp.tile(jnp.array([[7.0, -3.0]], jnp.float32), (n, 1))
+    unit = jnp.tile(jnp.array([[1.0, -1.0]], jnp.float32), (n, 1))
+    a, _ = step(jax.random.PRNGKey(1), state, big)
+    b, _ = step(jax.random.PRNGKey(1), state, unit)
+    _equal_states(a, b)
+    # A fractional force is that fraction of the unit one (from rest, no contact: velocity = force / m x dt).
+    half, _ = step(jax.random.PRNGKey(1), state, 0.5 * unit)
+    vel = (lambda s: s.vel[:n]) if env_id == "mpe:push_forward" else (lambda s: s.p_vel[:n])
+    np.testing.assert_allclose(np.asarray(vel(half)), 0.5 * np.asarray(vel(b)), rtol=1e-5, atol=1e-7)
+    assert float(jnp.abs(vel(b)).min()) > 0
+
+
+def test_push_forward_continuous_force_is_applied_directly():
+    env = PushForward(continuous_actions=True)
+    state = PushForwardState(pos=jnp.array([[-1.0, 0.9], [-1.0, -0.9], [0.0, 0.0]], jnp.float32),
+                             vel=jnp.zeros((3, 2), jnp.float32), t=jnp.int32(0))
+    s, _ = env.step(jax.random.PRNGKey(0), state, jnp.array([[0.3, -0.2], [0.0, 1.0]], jnp.float32))
+    np.testing.assert_allclose(np.asarray(s.vel[:2]), np.array([[0.3, -0.2], [0.0, 1.0]]) * 5.0 * 0.1, atol=1e-6)
+
+
+def test_continuous_actions_refused_outside_mpe():
+    for env_id in ("toy:hallway", "toy:target_sum", "smax:3m"):
+        with pytest.raises(ConfigError, match="continuous_actions"):
+            check_env(EnvConfig(id=env_id, continuous_actions=True))
+    with pytest.raises(ConfigError, match="mpe"):
+        make_env(EnvConfig(id="toy:two_step", continuous_actions=True))
+    config = build_config(["env=mpe:simple_spread", "env.continuous_actions=true"])
+    assert config.env.continuous_actions and make_env(config.env).spec.continuous_actions

@@ -103,8 +103,8 @@ def _envs(args) -> int:
         table.add_row(row["id"], str(row["agents"] or "-"), str(row["enemies"] if row["enemies"] is not None else "-"),
                       str(row["episode_limit"] or "-"), row["views"] or "-", row["description"])
     Console().print(table)
-    print("SMAX episode limits are SMAC's (env.smac_parity=true), MPE's are 25 steps; env.episode_limit overrides them. "
-          "MPE's non-learning side (simple_tag's prey, simple_push's adversary) follows env.adversary_policy.")
+    print("SMAX episode limits are SMAC's (env.smac_parity=true), MPE's are 25 steps; env.episode_limit overrides "
+          "them. MPE's non-learning side (simple_tag's prey, simple_push's adversary) follows env.adversary_policy.")
     return 0
 
 

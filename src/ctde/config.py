@@ -47,6 +47,9 @@ class EnvConfig:
         "heuristic", "the fixed policy of MPE's non-learning side: simple_tag's prey, simple_push's adversary; "
         "heuristic = documented rule (ctde.envs.mpe: the prey flees the nearest predator, the adversary chases the "
         "good agent), random = uniform random action drawn from the step's key")
+    continuous_actions: bool = option(
+        False, "MPE: continuous actions, a 2-D force in [-1, 1]^2 per agent (MADDPG's tanh actors), instead of the "
+        "5 discrete moves")
     # Tiny test environments (family `toy`) read these; SMAX ignores them.
     toy_size: int | None = option(None, "size parameter of a toy environment (None = its default)")
     _primary = "id"
@@ -63,6 +66,9 @@ class AlgoConfig:
     grad_clip: float = option(10.0, "global gradient-norm clip")
     gamma: float = option(0.99, "discount")
     hidden_dim: int = option(64, "agent (and MAPPO value) network width (Linear -> GRU -> Linear)")
+    share_parameters: bool = option(
+        True, "paradigm=ctde: one agent network shared by all agents (the agent id is in its input); false = a "
+        "network of each agent's own (MADDPG's original setting)")
     matmul_precision: Literal["float32", "bfloat16"] = option(
         "float32", "matmuls of every network in the gradient step: float32, or bfloat16 inputs with float32 "
         "accumulation (faster where the hardware has bfloat16 units: AVX512-BF16 CPUs, GPUs); parameters, "
@@ -133,6 +139,9 @@ class MADDPGConfig:
         1.0, "temperature of the Gumbel-softmax relaxation of discrete actions (acting samples, the actor loss's "
         "straight-through gradient)")
     critic_lr: float | None = option(None, "critic learning rate; None = algo.lr")
+    noise_std: float = option(
+        0.1, "continuous actions: standard deviation of the Gaussian exploration noise added to the tanh actions "
+        "in rollouts (then clipped to [-1, 1])")
 
 
 @dataclass
@@ -209,7 +218,9 @@ class CTEDDConfig:
     message_estimator: Literal["straight_through", "gumbel"] = option(
         "straight_through", "how stage 2 trains the binary messages: straight_through (hard threshold forward, "
         "sigmoid gradient backward) or gumbel (logistic noise added before the threshold while training)")
-    entropy_coef: float = option(0.01, "alpha: weight of the entropy of the global policies' local heads (stage 1)")
+    entropy_coef: float | None = option(
+        None, "alpha: weight of the entropy of the global policies' local heads (stage 1); None = 0.01 with discrete "
+        "actions, 0 with continuous ones (deterministic tanh actors have no entropy)")
     global_hidden: int = option(128, "width of the shared global network on the state (2 layers)")
     head_hidden: int = option(32, "width of each agent's own local head on the global features")
     local_hidden: int = option(64, "width of the local policy's message generator and actor")

@@ -39,7 +39,7 @@ import numpy as np
 
 from ctde.errors import AuditFailedError, CheckpointError
 from ctde.nets.cadp import CADPAgent
-from ctde.nets.rnn import RNNAgent
+from ctde.nets.rnn import RNNAgent, action_features
 
 POLICY_FORMAT_VERSION = 1
 OWN_INPUTS = ("obs", "last_action", "agent_id", "avail")
@@ -105,7 +105,7 @@ def build_network(spec: dict) -> PolicyNetwork:
 
 def own_input(spec: dict, obs, last_action, avail, agent_index) -> jax.Array:
     """One agent's input vector from its own data only, in the order the spec's `inputs` lists."""
-    parts = {"obs": obs, "last_action": jax.nn.one_hot(last_action, spec["n_actions"]),
+    parts = {"obs": obs, "last_action": action_features(last_action, spec["n_actions"]),
              "avail": avail.astype(obs.dtype), "agent_id": jax.nn.one_hot(agent_index, spec["n_agents"])}
     return jnp.concatenate([parts[name].astype(obs.dtype) for name in spec["inputs"]], axis=-1)
 
@@ -125,6 +125,19 @@ def recurrent_agent_step(spec: dict, forward: Callable) -> AgentStep:
 @register_network("rnn_agent")
 def _rnn_agent(spec: dict) -> AgentStep:
     return recurrent_agent_step(spec, RNNAgent(spec["hidden_dim"], spec["n_actions"]).apply)
+
+
+@register_network("rnn_agent_per_agent")
+def _rnn_agent_per_agent(spec: dict) -> AgentStep:
+    """One recurrent network per agent, parameters stacked on a leading agent axis: agent i runs slice i."""
+    network = RNNAgent(spec["hidden_dim"], spec["n_actions"])
+    step = recurrent_agent_step(spec, network.apply)
+
+    def own_network_step(params, hidden, obs, last_action, avail, agent_index, reset):
+        own_params = jax.tree.map(lambda p: jnp.asarray(p)[agent_index], params)
+        return step(own_params, hidden, obs, last_action, avail, agent_index, reset)
+
+    return own_network_step
 
 
 @register_network("cadp_decentralized")
@@ -241,8 +254,11 @@ class DecentralizedPolicy:
         return self.receive(params, hidden, obs, last_action, avail, reset, messages)
 
     def act(self, params, hidden, obs, last_action, avail, reset) -> tuple[jax.Array, jax.Array]:
-        """Greedy available actions: (hidden [n, H], actions int [n])."""
+        """Greedy actions: (hidden [n, H], actions int [n]: the best available one), or with continuous actions
+        (`spec["continuous_actions"]`) float [n, A]: tanh of the scores, as the deterministic actors act."""
         hidden, scores = self.step(params, hidden, obs, last_action, avail, reset)
+        if self.spec.get("continuous_actions", False):
+            return hidden, jnp.tanh(scores)
         return hidden, jnp.argmax(jnp.where(avail, scores, -1e7), axis=-1)
 
     def unroll(self, params, obs, last_action, avail, state=None, messages=None) -> jax.Array:
@@ -352,17 +368,24 @@ ReceiverFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], j
 
 
 def _random_episode(rng: np.random.Generator, horizon: int, n_agents: int, obs_dim: int, n_actions: int,
-                    state_dim: int) -> dict:
-    avail = rng.random((horizon, n_agents, n_actions)) < 0.7
-    avail[..., 0] = True
-    return {"obs": rng.normal(size=(horizon, n_agents, obs_dim)).astype(np.float32),
-            "last_action": rng.integers(-1, n_actions, size=(horizon, n_agents)).astype(np.int32),
+                    state_dim: int, continuous: bool = False) -> dict:
+    """Random inputs of one episode; with `continuous` actions, previous actions are vectors in [-1, 1]^A and
+    every action dimension is available."""
+    if continuous:
+        avail = np.ones((horizon, n_agents, n_actions), bool)
+        last_action = rng.uniform(-1, 1, size=(horizon, n_agents, n_actions)).astype(np.float32)
+    else:
+        avail = rng.random((horizon, n_agents, n_actions)) < 0.7
+        avail[..., 0] = True
+        last_action = rng.integers(-1, n_actions, size=(horizon, n_agents)).astype(np.int32)
+    return {"obs": rng.normal(size=(horizon, n_agents, obs_dim)).astype(np.float32), "last_action": last_action,
             "avail": avail, "state": rng.normal(size=(horizon, state_dim)).astype(np.float32)}
 
 
 def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: int, state_dim: int,
                         episodes: list[dict] | None, trials: int, horizon: int, seed: int,
-                        held: Callable[[dict, int], tuple] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        held: Callable[[dict, int], tuple] | None = None, continuous: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Per agent i: (largest relative change of output [:, i] when every other agent's inputs and the state are
     replaced, largest relative change when agent i's own inputs are). `fn(obs, last_action, avail, state,
     *held(base, trial))` -> [T, n, ...]; what `held` returns for a trial's base episode is passed unchanged to
@@ -374,8 +397,8 @@ def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: in
     sensitivity = np.zeros(n_agents)
     for trial in range(trials):
         base = sources[trial % len(sources)] if sources else _random_episode(
-            rng, horizon, n_agents, obs_dim, n_actions, state_dim)
-        other = (_random_episode(rng, horizon, n_agents, obs_dim, n_actions, state_dim)
+            rng, horizon, n_agents, obs_dim, n_actions, state_dim, continuous)
+        other = (_random_episode(rng, horizon, n_agents, obs_dim, n_actions, state_dim, continuous)
                  if not sources or trial % 2 else sources[(trial + 1) % len(sources)])
         length = min(base["obs"].shape[0], other["obs"].shape[0])
         base = {k: np.asarray(v)[:length] for k, v in base.items()}
@@ -399,7 +422,7 @@ def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: in
 
 def audit_scores_fn(scores_fn: ScoresFn, n_agents: int, obs_dim: int, n_actions: int, state_dim: int,
                     episodes: list[dict] | None = None, trials: int = 8, horizon: int = 12, seed: int = 0,
-                    tolerance: float = 1e-5) -> AuditReport:
+                    tolerance: float = 1e-5, continuous: bool = False) -> AuditReport:
     """Audit any scores function `(obs [T,n,o], last_action [T,n], avail [T,n,A], state [T,s]) -> [T,n,A]`.
 
     Inputs come from recorded `episodes` (dicts of obs, last_action, avail, state arrays) when given, and
@@ -407,7 +430,7 @@ def audit_scores_fn(scores_fn: ScoresFn, n_agents: int, obs_dim: int, n_actions:
     replaced by other values; agent i's scores must not move by more than `tolerance` (relative).
     """
     deviation, sensitivity = _perturbation_audit(scores_fn, n_agents, obs_dim, n_actions, state_dim, episodes,
-                                                 trials, horizon, seed)
+                                                 trials, horizon, seed, continuous=continuous)
     worst = float(deviation.max())
     passed = worst <= tolerance
     if passed:
@@ -423,7 +446,8 @@ def audit_scores_fn(scores_fn: ScoresFn, n_agents: int, obs_dim: int, n_actions:
 
 def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agents: int, obs_dim: int,
                         n_actions: int, state_dim: int, message_bits: int, episodes: list[dict] | None = None,
-                        trials: int = 8, horizon: int = 12, seed: int = 0, tolerance: float = 1e-5) -> AuditReport:
+                        trials: int = 8, horizon: int = 12, seed: int = 0, tolerance: float = 1e-5,
+                        continuous: bool = False) -> AuditReport:
     """Audit a communicating policy given as its two halves over whole episodes:
 
     `messages_fn(obs [T,n,o], last_action [T,n], avail [T,n,A], state [T,s]) -> messages [T,n,k]` and
@@ -436,8 +460,8 @@ def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agen
     message is exactly `message_bits` entries, each exactly 0 or 1. Inputs as in `audit_scores_fn`.
     """
     check_rng = np.random.default_rng(seed + 7919)  # apart from the perturbation's draws, which stay as plain's
-    sources = list(episodes or []) or [_random_episode(check_rng, horizon, n_agents, obs_dim, n_actions, state_dim)
-                                       for _ in range(trials)]
+    sources = list(episodes or []) or [_random_episode(check_rng, horizon, n_agents, obs_dim, n_actions, state_dim,
+                                                       continuous) for _ in range(trials)]
     messages_of = jax.jit(messages_fn)
 
     # (iii) on every base episode: binary entries, k of them per agent.
@@ -460,7 +484,7 @@ def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agen
         return m.reshape(*m.shape[:2], -1)
 
     message_dev, message_own = _perturbation_audit(flat_messages, n_agents, obs_dim, n_actions, state_dim,
-                                                   episodes, trials, horizon, seed)
+                                                   episodes, trials, horizon, seed, continuous=continuous)
 
     # (ii) receivers, with the messages held fixed: agent i reads only its own inputs besides them.
     bits_rng = np.random.default_rng(seed + 104729)
@@ -472,7 +496,7 @@ def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agen
         return (sent,)
 
     deviation, sensitivity = _perturbation_audit(receiver_fn, n_agents, obs_dim, n_actions, state_dim, episodes,
-                                                 trials, horizon, seed, held=held)
+                                                 trials, horizon, seed, held=held, continuous=continuous)
 
     worst, worst_message = float(deviation.max()), float(message_dev.max())
     receivers_ok, senders_ok = worst <= tolerance, worst_message <= tolerance
@@ -485,7 +509,7 @@ def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agen
                    f"function of its sender's own inputs only. Over {trials} trials, replacing every other agent's "
                    f"inputs and the global state changed no message (max relative change {worst_message:.2e}) "
                    f"and, with the messages held fixed, no agent's scores (max relative change {worst:.2e}); "
-                   f"every message was {message_bits} entries, each exactly 0 or 1.")
+                   f"every message had exactly {message_bits} bit{'s' if message_bits > 1 else ''}, each 0 or 1.")
     else:
         reasons = []
         if not receivers_ok:
@@ -516,6 +540,7 @@ def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None
     senders and receivers apart (`audit_communication`)."""
     spec = policy.spec
     sizes = (spec["n_agents"], spec["obs_dim"], spec["n_actions"], spec["state_dim"])
+    continuous = bool(spec.get("continuous_actions", False))
     reports = []
     for k in range(policy.n_seeds):
         params = policy.seed_params(k)
@@ -523,11 +548,12 @@ def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None
             reports.append(audit_communication(
                 lambda o, la, av, s, params=params: policy.episode_messages(params, o, la, av, s),
                 lambda o, la, av, s, m, params=params: policy.unroll(params, o, la, av, s, messages=m),
-                *sizes, message_bits=int(spec["message_bits"]), episodes=episodes, trials=trials, seed=seed + k))
+                *sizes, message_bits=int(spec["message_bits"]), episodes=episodes, trials=trials, seed=seed + k,
+                continuous=continuous))
         else:
             reports.append(audit_scores_fn(
                 lambda o, la, av, s, params=params: policy.unroll(params, o, la, av, s), *sizes,
-                episodes=episodes, trials=trials, seed=seed + k))
+                episodes=episodes, trials=trials, seed=seed + k, continuous=continuous))
     return max(reports, key=lambda r: (not r.passed, r.max_deviation,
                                        r.messages.max_deviation if r.messages is not None else 0.0))
 

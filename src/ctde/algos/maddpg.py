@@ -1,4 +1,4 @@
-"""MADDPG: the off-policy actor-critic backbone (Lowe et al., 2017), for discrete actions.
+"""MADDPG: the off-policy actor-critic backbone (Lowe et al., 2017), for discrete and continuous actions.
 
 Deterministic actors, one per agent role, supplied by the paradigm (plain CTDE: the recurrent agent on the
 agent's own input, shared across agents with the agent id in its input; CTEDD: the global policies on the state).
@@ -6,12 +6,17 @@ A centralized critic Q(s, a_1..a_n) on the global state and every agent's one-ho
 the task is cooperative (one team reward), so one critic serves every agent. Discrete actions go through the
 Gumbel-softmax: rollouts sample from the actor's masked softmax (the hard Gumbel-softmax's forward value, the
 exploration noise of discrete MADDPG), and the actor loss differentiates the straight-through estimator.
+Continuous actions (`env.continuous_actions`) are tanh of the actor's outputs, explored with Gaussian noise
+(`maddpg.noise_std`, clipped to [-1, 1]) and differentiated directly, as DDPG's; the critic then reads the
+action vectors where it reads one-hot vectors for discrete actions.
 
 Per update, on a batch of whole episodes from replay (as EPyMARL's MADDPG):
-- critic: y_t = r_t + gamma * (1 - terminal_t) * Q'(s_{t+1}, onehot(argmax mu'(t+1))), with Q' and mu' the
-  target networks (the target policy is deterministic, as DDPG's); loss = mean over valid steps (Q(s_t, a_t) - y_t)^2;
+- critic: y_t = r_t + gamma * (1 - terminal_t) * Q'(s_{t+1}, onehot(argmax mu'(t+1))) (continuous:
+  tanh mu'(t+1)), with Q' and mu' the target networks (the target policy is deterministic, as DDPG's);
+  loss = mean over valid steps (Q(s_t, a_t) - y_t)^2;
 - actor: for every agent i, the replayed joint action with agent i's own replaced by its straight-through
-  Gumbel-softmax sample; loss = -mean_i Q(s_t, a_{-i}, a~_i) + maddpg.actor_reg * mean(logits^2), plus the
+  Gumbel-softmax sample (continuous: tanh of its output);
+  loss = -mean_i Q(s_t, a_{-i}, a~_i) + maddpg.actor_reg * mean(logits^2), plus the
   paradigm's auxiliary loss (CTEDD's entropy term);
 - both networks step with Adam (separate gradient clips), then the target networks move by Polyak averaging
   (maddpg.tau) after every step.
@@ -35,7 +40,7 @@ from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.precision import Dense, learner_precision
 from ctde.paradigms.base import Paradigm
-from ctde.training.rollout import EpisodeStats, Trajectory, collect, masked_argmax
+from ctde.training.rollout import EpisodeStats, Trajectory, collect, masked_argmax, sample_softmax
 
 NEG_INF = -1e10
 
@@ -64,11 +69,6 @@ def gumbel_softmax(key: jax.Array, logits: jax.Array, temperature: float) -> jax
     soft = jax.nn.softmax((logits + gumbel) / temperature, axis=-1)
     hard = jax.nn.one_hot(jnp.argmax(soft, axis=-1), logits.shape[-1], dtype=soft.dtype)
     return hard + soft - jax.lax.stop_gradient(soft)
-
-
-def sample_policy(key: jax.Array, scores: jax.Array, avail: jax.Array) -> jax.Array:
-    """An ActionSelector: a sample of the masked softmax policy (what a hard Gumbel-softmax returns)."""
-    return jax.random.categorical(key, masked_logits(scores, avail), axis=-1)
 
 
 def with_own_action(replayed: jax.Array, own: jax.Array) -> jax.Array:
@@ -123,6 +123,31 @@ class MADDPG:
             lambda params: MADDPGParams(agents=jax.tree.map(lambda _: "actor", params.agents),
                                         critic=jax.tree.map(lambda _: "critic", params.critic)))
         self.seed_axis: str | None = None  # set by the training program when seeds are vmapped
+        self.continuous = env.spec.continuous_actions
+        self.explore = self.explore_continuous if self.continuous else sample_softmax
+
+    # -- actions: one-hot vectors for discrete actions, the actions themselves for continuous ones -------
+
+    def explore_continuous(self, key: jax.Array, scores: jax.Array, avail: jax.Array) -> jax.Array:
+        """An ActionSelector: tanh(scores) plus Gaussian noise, clipped to [-1, 1]. [..., A] -> [..., A]."""
+        noise = self.options.noise_std * jax.random.normal(key, scores.shape, scores.dtype)
+        return jnp.clip(jnp.tanh(scores) + noise, -1.0, 1.0)
+
+    def action_vectors(self, actions: jax.Array) -> jax.Array:
+        """Replayed actions as the critic reads them: int [..., n] -> one-hot [..., n, A]; float as they are."""
+        return actions if self.continuous else jax.nn.one_hot(actions, self.env.spec.n_actions)
+
+    def deterministic_actions(self, scores: jax.Array, avail: jax.Array) -> jax.Array:
+        """The target policy's actions as vectors: one-hot of the best available action, or tanh(scores)."""
+        if self.continuous:
+            return jnp.tanh(scores)
+        return jax.nn.one_hot(masked_argmax(scores, avail), self.env.spec.n_actions)
+
+    def differentiable_actions(self, key: jax.Array, scores: jax.Array, avail: jax.Array) -> jax.Array:
+        """The actor loss's own actions: straight-through Gumbel-softmax samples, or tanh(scores)."""
+        if self.continuous:
+            return jnp.tanh(scores)
+        return gumbel_softmax(key, masked_logits(scores, avail), self.options.gumbel_temperature)
 
     # -- setup -------------------------------------------------------------------------------------------
 
@@ -135,7 +160,7 @@ class MADDPG:
         params = MADDPGParams(agents=agents, critic=critic)
         # flashbax needs one example item to lay out its storage.
         example, _ = collect(self.env, self.paradigm, agents, rollout_key, num_envs=1, length=self.length,
-                             auto_reset=self.auto_reset, model=self.paradigm.collect_model, select_actions=sample_policy)
+                             auto_reset=self.auto_reset, model=self.paradigm.collect_model, select_actions=self.explore)
         zero = jnp.int32(0)
         return MADDPGState(params=params, target_params=params, opt_state=self.optimizer.init(params),
                            replay=self.replay.init(jax.tree.map(lambda x: x[0], example)), env_steps=zero,
@@ -145,9 +170,8 @@ class MADDPG:
 
     def critic_target(self, target_params: MADDPGParams, batch: Trajectory, target_logits: jax.Array) -> jax.Array:
         """y_t = r_t + gamma * (1 - terminal_t) * Q'(s_{t+1}, onehot(argmax mu'_{t+1})), [T, B], from the target
-        actors' logits [T + 1, B, n, |A|] over time-major `batch` [T + 1, B, ...]."""
-        next_actions = masked_argmax(target_logits[1:], batch.avail[1:])
-        next_joint = jax.nn.one_hot(next_actions, self.env.spec.n_actions)
+        actors' logits [T + 1, B, n, |A|] over time-major `batch` [T + 1, B, ...] (continuous: tanh mu'_{t+1})."""
+        next_joint = self.deterministic_actions(target_logits[1:], batch.avail[1:])
         next_q = self.critic.apply(target_params.critic, batch.state[1:], next_joint)
         continues = 1.0 - batch.terminal[:-1].astype(jnp.float32)
         return batch.reward[:-1] + self.algo.gamma * continues * next_q
@@ -164,14 +188,13 @@ class MADDPG:
         _, target = paradigm.apply(target_params.agents, carry, inputs, rng=target_key)
         mask = batch.valid[:-1].astype(jnp.float32)  # [T, B]
         count = jnp.maximum(mask.sum(), 1.0)
-        replayed = jax.nn.one_hot(batch.action[:-1], spec.n_actions)  # [T, B, n, |A|]
+        replayed = self.action_vectors(batch.action[:-1])  # [T, B, n, |A|]
 
         targets = jax.lax.stop_gradient(self.critic_target(target_params, batch, target.scores[paradigm.td_model]))
         q_taken = self.critic.apply(params.critic, batch.state[:-1], replayed)
         critic_loss = jnp.sum(mask * (q_taken - targets) ** 2) / count
 
-        logits = masked_logits(online.scores[paradigm.td_model][:-1], batch.avail[:-1])  # [T, B, n, |A|]
-        own = gumbel_softmax(gumbel_key, logits, self.options.gumbel_temperature)
+        own = self.differentiable_actions(gumbel_key, online.scores[paradigm.td_model][:-1], batch.avail[:-1])
         frozen_critic = jax.lax.stop_gradient(params.critic)
         state = jnp.broadcast_to(batch.state[:-1, :, None], (*replayed.shape[:-2], spec.n_agents, spec.state_dim))
         q_own = self.critic.apply(frozen_critic, state, with_own_action(replayed, own))  # [T, B, n]
@@ -179,7 +202,7 @@ class MADDPG:
         logit_size = jnp.sum(mask[..., None, None] * raw_logits ** 2) / (count * spec.n_agents * spec.n_actions)
         actor_loss = -jnp.sum(mask[..., None] * q_own) / (count * spec.n_agents) + self.options.actor_reg * logit_size
 
-        agent_mask = jnp.broadcast_to(batch.valid[..., None], batch.action.shape)  # [T + 1, B, n]
+        agent_mask = jnp.broadcast_to(batch.valid[..., None], batch.alive.shape)  # [T + 1, B, n]
         aux_loss, aux_metrics = paradigm.auxiliary_loss(params.agents, online, inputs, agent_mask, env_steps)
         metrics = {"critic_loss": critic_loss, "actor_loss": actor_loss, "q_taken": jnp.sum(mask * q_taken) / count,
                    "target": jnp.sum(mask * targets) / count, **aux_metrics}
@@ -206,9 +229,9 @@ class MADDPG:
 
     def iteration(self, state: MADDPGState, active: jax.Array | None = None
                   ) -> tuple[MADDPGState, EpisodeStats, dict[str, jax.Array], jax.Array]:
-        """Collect `rollout.num_envs` episodes sampling the collecting model's policy, store them, then
+        """Collect `rollout.num_envs` episodes exploring with the collecting model (`self.explore`), store them, then
         `algo.updates_per_rollout` updates (`ctde.algos.replay.off_policy_iteration`)."""
-        return off_policy_iteration(self, state, active, sample_policy)
+        return off_policy_iteration(self, state, active, self.explore)
 
     def agent_params(self, state: MADDPGState) -> Any:
         return state.params.agents

@@ -37,6 +37,10 @@ def check_env(config: EnvConfig) -> None:
 
         check_options(name, config.sight_range, config.adversary_policy)
         return
+    if config.continuous_actions:
+        raise ConfigError(f"env.continuous_actions=true turns MPE's 5 discrete moves into 2-D forces (mpe:* "
+                          f"scenarios only); {config.id} has its own fixed action space (toy:target_sum is "
+                          f"continuous by itself). Remove env.continuous_actions.")
     if config.adversary_policy != "heuristic":
         raise ConfigError(f"env.adversary_policy={config.adversary_policy} configures the fixed side of MPE "
                           f"scenarios (mpe:simple_tag's prey, mpe:simple_push's adversary); {config.id} has none.")
@@ -66,7 +70,7 @@ def make_env(config: EnvConfig, views: tuple[str, ...] = ()) -> Environment:
         from ctde.envs.mpe import make_mpe
 
         return make_mpe(name, episode_limit=config.episode_limit, adversary_policy=config.adversary_policy,
-                        sight_range=config.sight_range, views=views)
+                        sight_range=config.sight_range, views=views, continuous_actions=config.continuous_actions)
     from ctde.envs.toy import make_toy
 
     return make_toy(name, config.toy_size, views, config.sight_range)

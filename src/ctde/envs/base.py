@@ -3,7 +3,7 @@
 An environment is a pair of pure functions, batched by the caller with `vmap`:
 
     env_state, timestep = env.reset(key)
-    env_state, timestep = env.step(key, env_state, actions)     # actions: int32 [n_agents]
+    env_state, timestep = env.step(key, env_state, actions)     # int32 [n_agents], or float32 [n_agents, d]
     timestep = env.timestep_of(env_state)                       # what a reset into env_state shows
 
 Environments do not reset themselves; the rollout decides (pad after the end, or reset at once). A rollout that
@@ -64,6 +64,9 @@ class EnvSpec:
     description: str = ""
     # Whether the environment reports wins (SMAX does; a matrix game does not).
     has_win: bool = True
+    # Continuous actions: n_actions is then the action dimension, actions are float32 [n_agents, n_actions] in
+    # [-1, 1], and avail is all True.
+    continuous_actions: bool = False
 
 
 class Environment(Protocol):

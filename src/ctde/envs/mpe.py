@@ -23,8 +23,18 @@ Fixed policies (`env.adversary_policy`), deterministic given the step's key:
   from the goal by bumping into it). Ties go to the lowest action index (no-op when the vector is zero).
 - `random`: a uniform random action, drawn from a key split off the step's key.
 
-Actions (JaxMARL's discrete decoding, checked in tests/test_mpe.py), `ACTION_DIRECTIONS`:
-0 no-op, 1 left (-x), 2 right (+x), 3 down (-y), 4 up (+y); always all available.
+Actions, discrete by default (JaxMARL's discrete decoding, checked in tests/test_mpe.py), `ACTION_DIRECTIONS`:
+0 no-op, 1 left (-x), 2 right (+x), 3 down (-y), 4 up (+y); always all available. The agent's force is the
+direction times its acceleration.
+
+Continuous actions (`env.continuous_actions=true`, for MADDPG's tanh actors; all four scenarios): the spec has
+`continuous_actions=True` and `n_actions=2`, `avail` is all True bool [n, 2], and `step` takes float32
+[n_learners, 2], a force (x, y) clipped to [-1, 1] per component and scaled by the agent's acceleration, so that
+(1, 0) is exactly the discrete right move. JaxMARL's scenarios are then built with its continuous action type
+(`CONTINUOUS_ACT`), whose decoding of a 5-vector `a` is the force `[a2 - a1, a4 - a3] * accel`; a force u is
+handed to it as `[0, relu(-ux), relu(ux), relu(-uy), relu(uy)]` (`force_to_jaxmarl`). The fixed side still
+chooses one of the 5 discrete moves (`fixed_action` is the same in both modes) and plays it as the force of its
+direction, so it behaves identically in both modes. push_forward applies the force directly.
 
 Observations: JaxMARL's own per-agent observation of each learner. All learners must share one width: a
 learner with a shorter observation would be padded with zeros at the end to the widest (none of these
@@ -64,6 +74,7 @@ AdversaryPolicy = Literal["heuristic", "random"]
 ADVERSARY_POLICIES = ("heuristic", "random")
 
 N_ACTIONS = 5
+FORCE_DIM = 2  # the continuous action: a force along x and y
 # Displacement direction of each discrete action, as JaxMARL's `_decode_discrete_action` decodes it.
 ACTION_DIRECTIONS = jnp.array([[0.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]], jnp.float32)
 NOOP, LEFT, RIGHT, DOWN, UP = range(N_ACTIONS)
@@ -103,9 +114,9 @@ SCENARIO_NAMES = (*SCENARIOS, "push_forward")
 WITH_FIXED_SIDE = tuple(name for name, s in SCENARIOS.items() if s.fixed is not None)
 
 
-def _make_jaxmarl(env_id: str, **kwargs):
-    """`jaxmarl.make`, with file descriptor 1 silenced for jaxmarl's first import (it prints two lines about
-    optional submodules, and swaps sys.stdout while doing so)."""
+def _import_jaxmarl() -> None:
+    """Import jaxmarl with file descriptor 1 silenced the first time (it prints two lines about optional
+    submodules, and swaps sys.stdout while doing so)."""
     if "jaxmarl" not in sys.modules:
         sys.stdout.flush()
         saved_stdout, saved_fd = sys.stdout, os.dup(1)
@@ -117,9 +128,16 @@ def _make_jaxmarl(env_id: str, **kwargs):
                 os.dup2(saved_fd, 1)
                 os.close(saved_fd)
                 sys.stdout = saved_stdout
-    from jaxmarl import make
 
-    return make(env_id, **kwargs)
+
+def _make_jaxmarl(env_id: str, continuous_actions: bool = False, **kwargs):
+    """`jaxmarl.make`, imported silently; `continuous_actions`: JaxMARL's continuous action type (a 5-vector
+    per agent, see `force_to_jaxmarl`) instead of its 5 discrete actions."""
+    _import_jaxmarl()
+    from jaxmarl import make
+    from jaxmarl.environments.mpe.default_params import CONTINUOUS_ACT, DISCRETE_ACT
+
+    return make(env_id, action_type=CONTINUOUS_ACT if continuous_actions else DISCRETE_ACT, **kwargs)
 
 
 def check_scenario(name: str) -> None:
@@ -145,6 +163,23 @@ def check_options(name: str, sight_range: float | None, adversary_policy: str, v
         raise ConfigError(f"mpe:{name} offers no privileged views (asked for: {', '.join(views)}).")
 
 
+def force_to_jaxmarl(force: jax.Array) -> jax.Array:
+    """float32 [..., 5]: JaxMARL's continuous action for the force `force` float32 [..., 2] (in units of the
+    agent's acceleration): [0, relu(-ux), relu(ux), relu(-uy), relu(uy)], which JaxMARL decodes back to
+    [a2 - a1, a4 - a3] = (ux, uy)."""
+    ux, uy = force[..., 0], force[..., 1]
+    relu = jax.nn.relu
+    return jnp.stack([jnp.zeros_like(ux), relu(-ux), relu(ux), relu(-uy), relu(uy)], axis=-1).astype(jnp.float32)
+
+
+def continuous_forces(actions: jax.Array, n: int) -> jax.Array:
+    """float32 [n, 2]: continuous `actions` checked to be [n, 2] and clipped to [-1, 1]."""
+    if actions.shape != (n, FORCE_DIM):
+        raise ValueError(f"continuous actions must be float [{n}, {FORCE_DIM}] (a force per agent), got shape "
+                         f"{tuple(actions.shape)}")
+    return jnp.clip(actions.astype(jnp.float32), -1.0, 1.0)
+
+
 def best_action(direction: jax.Array) -> jax.Array:
     """int32 []: the action whose displacement is most aligned with `direction` float32 [2] (lowest index on a
     tie, so the no-op for a zero vector)."""
@@ -168,7 +203,7 @@ class MPEEnv:
     has_sight_range = False
 
     def __init__(self, scenario: str, episode_limit: int | None = None,
-                 adversary_policy: AdversaryPolicy = "heuristic"):
+                 adversary_policy: AdversaryPolicy = "heuristic", continuous_actions: bool = False):
         check_options(scenario, None, adversary_policy)
         if scenario not in SCENARIOS:
             raise ConfigError(f"mpe:{scenario} is not a JaxMARL scenario; build it with make_mpe.")
@@ -178,7 +213,8 @@ class MPEEnv:
         self.scenario = SCENARIOS[scenario]
         self.adversary_policy = adversary_policy
         self.limit = DEFAULT_EPISODE_LIMIT if episode_limit is None else int(episode_limit)
-        self._env = _make_jaxmarl(self.scenario.jaxmarl_id, max_steps=self.limit)
+        self.continuous = bool(continuous_actions)
+        self._env = _make_jaxmarl(self.scenario.jaxmarl_id, continuous_actions=self.continuous, max_steps=self.limit)
         env = self._env
         self.learner_index = tuple(env.a_to_i[a] for a in self.scenario.learners)
         self.n = len(self.learner_index)
@@ -188,9 +224,12 @@ class MPEEnv:
         self._has_goal = scenario == "simple_push"
         state_dim = env.num_entities * 2 + env.num_agents * 2 + (env.num_landmarks if self._has_goal else 0)
         fixed = f" [this env: {adversary_policy}]" if self.scenario.fixed is not None else ""
-        self.spec = EnvSpec(id=f"mpe:{scenario}", n_agents=self.n, n_actions=N_ACTIONS, obs_dim=self.obs_dim,
+        self.n_actions = FORCE_DIM if self.continuous else N_ACTIONS
+        mode = " [continuous actions: a 2-D force]" if self.continuous else ""
+        self.spec = EnvSpec(id=f"mpe:{scenario}", n_agents=self.n, n_actions=self.n_actions, obs_dim=self.obs_dim,
                             state_dim=state_dim, episode_limit=self.limit, available_views={}, n_enemies=0,
-                            description=self.scenario.description + fixed, has_win=False)
+                            description=self.scenario.description + fixed + mode, has_win=False,
+                            continuous_actions=self.continuous)
         self._fixed_policy = self._make_fixed_policy()
 
     # -- the fixed side ------------------------------------------------------------------------------------
@@ -232,7 +271,7 @@ class MPEEnv:
 
     def _timestep(self, env_state, reward: jax.Array, done: jax.Array) -> TimeStep:
         return TimeStep(obs=self.observe(env_state), state=self.world_state(env_state),
-                        avail=jnp.ones((self.n, N_ACTIONS), bool), reward=jnp.asarray(reward, jnp.float32),
+                        avail=jnp.ones((self.n, self.n_actions), bool), reward=jnp.asarray(reward, jnp.float32),
                         terminal=jnp.asarray(False), done=jnp.asarray(done), won=jnp.asarray(False))
 
     # -- interface -----------------------------------------------------------------------------------------
@@ -249,11 +288,19 @@ class MPEEnv:
         return self._timestep(env_state, jnp.float32(0.0), jnp.asarray(False))
 
     def step(self, key: jax.Array, env_state, actions: jax.Array):
-        """One step of the learners' `actions` int32 [n_learners] (the fixed side acts itself)."""
+        """One step of the learners' `actions`: int32 [n_learners], or with continuous actions float32
+        [n_learners, 2] forces, clipped to [-1, 1] (the fixed side acts itself, with a discrete move)."""
         env_key, fixed_key = jax.random.split(key)
-        action_dict = {a: actions[i].astype(jnp.int32) for i, a in enumerate(self.scenario.learners)}
+        if self.continuous:
+            forces = force_to_jaxmarl(continuous_forces(jnp.asarray(actions), self.n))
+            action_dict = {a: forces[i] for i, a in enumerate(self.scenario.learners)}
+        else:
+            action_dict = {a: actions[i].astype(jnp.int32) for i, a in enumerate(self.scenario.learners)}
         if self._fixed_policy is not None:
-            action_dict[self.scenario.fixed] = self._fixed_policy(fixed_key, env_state)
+            fixed_action = self._fixed_policy(fixed_key, env_state)
+            if self.continuous:  # the same move, as the force of its direction
+                fixed_action = force_to_jaxmarl(ACTION_DIRECTIONS[fixed_action])
+            action_dict[self.scenario.fixed] = fixed_action
         # `step_env`, not `step`: JaxMARL's `step` resets finished episodes itself; the ctde rollout decides.
         _, env_state, rewards, _, _ = self._env.step_env(env_key, env_state, action_dict)
         if self.scenario.team_reward == "shared":
@@ -265,14 +312,16 @@ class MPEEnv:
 
 
 def make_mpe(name: str, episode_limit: int | None = None, adversary_policy: AdversaryPolicy = "heuristic",
-             sight_range: float | None = None, views: tuple[str, ...] = ()):
-    """Build `mpe:<name>` (a JaxMARL scenario or push_forward), refusing options it cannot honour."""
+             sight_range: float | None = None, views: tuple[str, ...] = (), continuous_actions: bool = False):
+    """Build `mpe:<name>` (a JaxMARL scenario or push_forward), refusing options it cannot honour;
+    `continuous_actions`: 2-D forces in [-1, 1] instead of the 5 discrete moves."""
     check_options(name, sight_range, adversary_policy, views)
     if name == "push_forward":
         from ctde.envs.push_forward import PushForward
 
-        return PushForward(episode_limit=episode_limit)
-    return MPEEnv(name, episode_limit=episode_limit, adversary_policy=adversary_policy)
+        return PushForward(episode_limit=episode_limit, continuous_actions=continuous_actions)
+    return MPEEnv(name, episode_limit=episode_limit, adversary_policy=adversary_policy,
+                  continuous_actions=continuous_actions)
 
 
 def scenario_description(name: str) -> str:

@@ -11,7 +11,10 @@ definition, with MPE's physics:
 - Start: the box at the origin, at rest; each agent at rest at a uniform random position behind it,
   x in [-1, -0.4], y in [-0.5, 0.5].
 - Actions: 5 discrete, as the JaxMARL MPE adapter (`ctde.envs.mpe.ACTION_DIRECTIONS`): 0 no-op, 1 left (-x),
-  2 right (+x), 3 down (-y), 4 up (+y); the agent's force is the direction times its acceleration 5.
+  2 right (+x), 3 down (-y), 4 up (+y); the agent's force is the direction times its acceleration 5. With
+  `continuous_actions=True` (`env.continuous_actions=true`): float32 [2, 2], each agent's force (x, y) clipped to
+  [-1, 1] per component and times the same acceleration 5 (so (1, 0) is exactly the right move); the spec then
+  has `continuous_actions=True`, `n_actions=2`, and `avail` is all True [2, 2].
 - Physics, per step (MPE's, dt 0.1, damping 0.25): each pair (a, b) in contact pushes apart with force
   `100 * (p_a - p_b) / |p_a - p_b| * softplus(-(|p_a - p_b| - r_a - r_b) / 1e-3) * 1e-3` (MPE's softplus
   penetration: contact force 1e2, margin 1e-3); then, as the original MPE integrates,
@@ -33,7 +36,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from ctde.envs.base import EnvSpec, TimeStep
-from ctde.envs.mpe import ACTION_DIRECTIONS, DEFAULT_EPISODE_LIMIT, N_ACTIONS, PUSH_FORWARD_DESCRIPTION
+from ctde.envs.mpe import (ACTION_DIRECTIONS, DEFAULT_EPISODE_LIMIT, FORCE_DIM, N_ACTIONS, PUSH_FORWARD_DESCRIPTION,
+                           continuous_forces)
 from ctde.errors import ConfigError
 
 N_AGENTS = 2
@@ -72,7 +76,12 @@ def contact_forces(pos: jax.Array) -> jax.Array:
 
 def physics_step(pos: jax.Array, vel: jax.Array, actions: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One MPE integration step. pos, vel float32 [3, 2]; actions int [2] -> the new (pos, vel)."""
-    action_force = ACTION_DIRECTIONS[actions] * AGENT_ACCEL  # [2, 2]
+    return force_step(pos, vel, ACTION_DIRECTIONS[actions])
+
+
+def force_step(pos: jax.Array, vel: jax.Array, forces: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One MPE integration step under the agents' `forces` float32 [2, 2], in units of their acceleration."""
+    action_force = forces.astype(jnp.float32) * AGENT_ACCEL  # [2, 2]
     force = contact_forces(pos) + jnp.concatenate([action_force, jnp.zeros((1, 2), jnp.float32)])
     vel = vel * (1.0 - DAMPING) + force / MASSES[:, None] * DT
     return pos + vel * DT, vel
@@ -83,13 +92,17 @@ class PushForward:
 
     has_sight_range = False
 
-    def __init__(self, episode_limit: int | None = None):
+    def __init__(self, episode_limit: int | None = None, continuous_actions: bool = False):
         if episode_limit is not None and episode_limit < 1:
             raise ConfigError(f"env.episode_limit={episode_limit} must be at least 1.")
         self.limit = DEFAULT_EPISODE_LIMIT if episode_limit is None else int(episode_limit)
-        self.spec = EnvSpec(id="mpe:push_forward", n_agents=N_AGENTS, n_actions=N_ACTIONS, obs_dim=8, state_dim=12,
-                            episode_limit=self.limit, available_views={}, n_enemies=0,
-                            description=PUSH_FORWARD_DESCRIPTION, has_win=False)
+        self.continuous = bool(continuous_actions)
+        self.n_actions = FORCE_DIM if self.continuous else N_ACTIONS
+        mode = " [continuous actions: a 2-D force]" if self.continuous else ""
+        self.spec = EnvSpec(id="mpe:push_forward", n_agents=N_AGENTS, n_actions=self.n_actions, obs_dim=8,
+                            state_dim=12, episode_limit=self.limit, available_views={}, n_enemies=0,
+                            description=PUSH_FORWARD_DESCRIPTION + mode, has_win=False,
+                            continuous_actions=self.continuous)
 
     def observe(self, s: PushForwardState) -> jax.Array:
         """float32 [2, 8]: per agent [own position, own velocity, box position - own position, box velocity]."""
@@ -100,7 +113,7 @@ class PushForward:
 
     def _timestep(self, s: PushForwardState, reward: jax.Array, done: jax.Array) -> TimeStep:
         return TimeStep(obs=self.observe(s), state=jnp.concatenate([s.pos.reshape(-1), s.vel.reshape(-1)]),
-                        avail=jnp.ones((N_AGENTS, N_ACTIONS), bool), reward=jnp.asarray(reward, jnp.float32),
+                        avail=jnp.ones((N_AGENTS, self.n_actions), bool), reward=jnp.asarray(reward, jnp.float32),
                         terminal=jnp.asarray(False), done=jnp.asarray(done), won=jnp.asarray(False))
 
     def reset(self, key: jax.Array):
@@ -116,8 +129,12 @@ class PushForward:
         return self._timestep(s, jnp.float32(0.0), jnp.asarray(False))
 
     def step(self, key: jax.Array, s: PushForwardState, actions: jax.Array):
-        """Apply `actions` int [2]; the team reward is 10 x the box's +x displacement. `key` is unused."""
-        pos, vel = physics_step(s.pos, s.vel, actions)
+        """Apply `actions` int [2] (or with continuous actions float32 [2, 2] forces, clipped to [-1, 1]); the team
+        reward is 10 x the box's +x displacement. `key` is unused."""
+        if self.continuous:
+            pos, vel = force_step(s.pos, s.vel, continuous_forces(jnp.asarray(actions), N_AGENTS))
+        else:
+            pos, vel = physics_step(s.pos, s.vel, actions)
         reward = REWARD_SCALE * (pos[BOX, 0] - s.pos[BOX, 0])
         s = PushForwardState(pos=pos, vel=vel, t=s.t + 1)
         return s, self._timestep(s, reward, s.t >= self.limit)

@@ -15,6 +15,9 @@
   first step: under `env.sight_range=0` the avail mask is the only clue where the enemy is. Attacking the
   guard does nothing but spend the step, which there is no time for. `full_obs` shows the guard always.
   A network that reads the avail mask can win every episode; one that does not can only guess (at most half).
+- `toy:target_sum`: a one-step game with continuous actions, for MADDPG's tanh actors. Both agents see a
+  target c ~ U(-1.5, 1.5) and each plays a_i in [-1, 1]; the team reward is 1 - (a_1 + a_2 - c)^2 (optimum 1;
+  uniformly random actions score about 0.08). No single agent can reach c alone where |c| > 1.
 """
 
 from __future__ import annotations
@@ -225,13 +228,50 @@ class Retreat:
         return s, self._timestep(s, reward, done, done & jnp.all(escaped))
 
 
+class TargetSum:
+    """One step, continuous actions: reward 1 - (a_1 + a_2 - c)^2 for a target c both agents see."""
+
+    has_sight_range = False
+
+    def __init__(self, views: tuple[str, ...] = ()):
+        self.views = _check_views(views, (), "target_sum")
+        self.spec = EnvSpec(id="toy:target_sum", n_agents=2, n_actions=1, obs_dim=1, state_dim=1, episode_limit=1,
+                            description="continuous one-step game: actions must sum to a seen target; optimum 1",
+                            has_win=False, continuous_actions=True)
+
+    @staticmethod
+    def _target(s: ToyState) -> jax.Array:
+        return s.position[0].astype(jnp.float32) / 1000.0  # c stored in thousandths in the integer state
+
+    def _timestep(self, s: ToyState, reward, done) -> TimeStep:
+        c = self._target(s)
+        return TimeStep(obs=jnp.full((2, 1), c), state=c[None], avail=jnp.ones((2, 1), bool),
+                        reward=jnp.asarray(reward, jnp.float32), terminal=jnp.asarray(done), done=jnp.asarray(done),
+                        won=jnp.asarray(False))
+
+    def reset(self, key):
+        c = jax.random.uniform(key, (), minval=-1.5, maxval=1.5)
+        s = ToyState(t=jnp.int32(0), position=jnp.full((2,), jnp.round(c * 1000.0), jnp.int32), done=jnp.asarray(False))
+        return s, self.timestep_of(s)
+
+    def timestep_of(self, s: ToyState) -> TimeStep:
+        return self._timestep(s, 0.0, False)
+
+    def step(self, key, s: ToyState, actions):
+        total = jnp.sum(jnp.clip(actions[:, 0], -1.0, 1.0))
+        reward = 1.0 - (total - self._target(s)) ** 2
+        s = s.replace(t=s.t + 1, done=jnp.asarray(True))
+        return s, self._timestep(s, reward, True)
+
+
 TOY_ENVS = {
     "two_step": "QMIX paper two-step game (2 agents; optimum 8, safe choice 7)",
     "hallway": "partially observable rendezvous, 2 agents (toy_size corridor length, default 2)",
     "retreat": "SMAX at sight 0 in miniature: leave by the unguarded gate; at sight 0 only the avail mask tells "
                "which (toy_size gate distance, default 2)",
+    "target_sum": "continuous actions: 2 agents' actions must sum to a target both see (one step; optimum 1)",
 }
-_TOY_CLASSES = {"two_step": TwoStepGame, "hallway": Hallway, "retreat": Retreat}
+_TOY_CLASSES = {"two_step": TwoStepGame, "hallway": Hallway, "retreat": Retreat, "target_sum": TargetSum}
 
 
 def make_toy(name: str, size: int | None, views: tuple[str, ...], sight_range: float | None = None):
@@ -245,4 +285,6 @@ def make_toy(name: str, size: int | None, views: tuple[str, ...], sight_range: f
         return Hallway(2, size, views)
     if name == "retreat":
         return Retreat(2, size, sight_range, views)
+    if name == "target_sum":
+        return TargetSum(views)
     raise KeyError(name)

@@ -33,12 +33,15 @@ class GlobalPolicy(nn.Module):
     def setup(self):
         self.trunk_in = Dense(self.hidden_dim, name="trunk_in")
         self.trunk_out = Dense(self.hidden_dim, name="trunk_out")
-        init = nn.initializers.lecun_normal()
         n, h, k, a = self.n_agents, self.hidden_dim, self.head_dim, self.n_actions
-        # Per-agent weights, stacked on the agent axis: [n, in, out].
-        self.head_w1 = self.param("head_w1", lambda key: jax.vmap(lambda k_: init(k_, (h, k)))(jax.random.split(key, n)))
+
+        def per_agent(shape):  # weights of every agent's own head, stacked on the agent axis: [n, in, out]
+            init = nn.initializers.lecun_normal()
+            return lambda key: jax.vmap(lambda agent_key: init(agent_key, shape))(jax.random.split(key, n))
+
+        self.head_w1 = self.param("head_w1", per_agent((h, k)))
         self.head_b1 = self.param("head_b1", nn.initializers.zeros, (n, k))
-        self.head_w2 = self.param("head_w2", lambda key: jax.vmap(lambda k_: init(k_, (k, a)))(jax.random.split(key, n)))
+        self.head_w2 = self.param("head_w2", per_agent((k, a)))
         self.head_b2 = self.param("head_b2", nn.initializers.zeros, (n, a))
 
     def features(self, state: jax.Array) -> jax.Array:
@@ -119,5 +122,6 @@ def local_policy_logits(generator: MessageGenerator, actor: MessageActor, params
     """The local policies of all agents at once. x [..., n, in] (from `local_input`) ->
     (logits [..., n, |A|], messages [..., n, k]). Every agent receives every agent's k bits."""
     bits = binary_message(generator.apply(params["messages"], x), key)
-    received = jnp.broadcast_to(bits.reshape(*bits.shape[:-2], 1, -1), (*bits.shape[:-1], bits.shape[-2] * bits.shape[-1]))
+    n, k = bits.shape[-2:]
+    received = jnp.broadcast_to(bits.reshape(*bits.shape[:-2], 1, n * k), (*bits.shape[:-1], n * k))
     return actor.apply(params["actor"], x, received), bits

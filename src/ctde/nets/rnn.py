@@ -121,15 +121,24 @@ class RNNAgent(nn.Module):
         return h_last, Dense(self.n_actions, name="fc2")(hs)
 
 
+def action_features(last_action: jax.Array, n_actions: int) -> jax.Array:
+    """What a network reads of a previous action: onehot of a discrete one (int [...], -1 = none yet -> zeros),
+    or a continuous one as it is (float [..., n_actions], zeros = none yet). The dtype says which."""
+    if jnp.issubdtype(last_action.dtype, jnp.floating):
+        return last_action
+    return jax.nn.one_hot(last_action, n_actions)
+
+
 def agent_inputs(obs: jax.Array, last_action: jax.Array, n_actions: int, extra: tuple[jax.Array, ...] = ()
                  ) -> jax.Array:
     """pymarl's per-agent input x_i = obs_i ⊕ onehot(last_action_i) ⊕ extra ⊕ onehot(i).
 
-    obs [..., n, obs_dim], last_action int [..., n] (-1 = none yet) -> [..., n, obs_dim + |A| + extras + n].
+    obs [..., n, obs_dim], last_action int [..., n] (-1 = none yet) or float [..., n, |A|] (continuous actions,
+    `action_features`) -> [..., n, obs_dim + |A| + extras + n].
     """
     n_agents = obs.shape[-2]
     # A constant, not jnp.eye: the online and target networks then assemble identical inputs, which XLA merges
     # into one concatenation (and one bfloat16 copy) per update instead of one each.
     ids = jnp.broadcast_to(np.eye(n_agents, dtype=obs.dtype), (*obs.shape[:-2], n_agents, n_agents))
-    last = jax.nn.one_hot(last_action, n_actions, dtype=obs.dtype)  # -1 -> all zeros
+    last = action_features(last_action, n_actions).astype(obs.dtype)
     return jnp.concatenate([obs, last, *[e.astype(obs.dtype) for e in extra], ids], axis=-1)

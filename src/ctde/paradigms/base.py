@@ -132,6 +132,11 @@ class Paradigm:
         """(policy spec, policy parameters) of `export_model`; see `ctde.policy`."""
         raise NotImplementedError
 
+    def distill_sampler(self, spec: EnvSpec):
+        """The ActionSelector with which the teacher collects the distillation data when `distill_actions` is
+        "sample" (see `ctde.training.rollout`)."""
+        raise NotImplementedError
+
     def plot_marks(self) -> dict[str, float]:
         """Labelled env steps to mark on learning curves (e.g. where a loss term switches on)."""
         return {}

@@ -1,7 +1,8 @@
 """Plain CTDE: one recurrent agent network on each agent's own input, shared across agents.
 
-Centralized information enters only through the backbone (the mixer's state input, or MAPPO's critic), so
-the trained agent network is already the decentralized policy.
+Centralized information enters only through the backbone (the mixer's state input, MAPPO's or MADDPG's
+critic), so the trained agent network is already the decentralized policy. `algo.share_parameters=false` gives
+every agent a network of its own (parameters stacked on a leading agent axis) instead of one shared network.
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ class CTDE(Paradigm):
     def __init__(self, config, spec):
         super().__init__(config, spec)
         self.hidden_dim = config.algo.hidden_dim
+        self.shared = config.algo.share_parameters
         self.network = RNNAgent(self.hidden_dim, spec.n_actions)
         self.input_dim = spec.obs_dim + spec.n_actions + spec.n_agents
 
     def init(self, key):
         n = self.spec.n_agents
-        x = jnp.zeros((1, n, self.input_dim))
-        return {"agent": self.network.init(key, self.initial_carry(()), x, jnp.zeros((1, n), bool))}
+        if self.shared:
+            x = jnp.zeros((1, n, self.input_dim))
+            return {"agent": self.network.init(key, self.initial_carry(()), x, jnp.zeros((1, n), bool))}
+        x = jnp.zeros((1, self.input_dim))
+        init_one = lambda k: self.network.init(k, jnp.zeros((self.hidden_dim,)), x, jnp.zeros((1,), bool))  # noqa: E731
+        return {"agent": jax.vmap(init_one)(jax.random.split(key, n))}
 
     def initial_carry(self, batch_shape):
         return jnp.zeros((*batch_shape, self.spec.n_agents, self.hidden_dim))
@@ -35,9 +41,13 @@ class CTDE(Paradigm):
     def apply(self, params, carry, inputs: AgentInputs, rng=None):
         x = agent_inputs(inputs.obs, inputs.last_action, self.spec.n_actions)
         resets = jnp.broadcast_to(inputs.reset[..., None], x.shape[:-1])
-        carry, q = self.network.apply(params["agent"], carry, x, resets)
+        if self.shared:
+            carry, q = self.network.apply(params["agent"], carry, x, resets)
+        else:  # agent i's network on agent i's slice of every array (the agent axis: -2 of x, -1 of resets)
+            per_agent = jax.vmap(self.network.apply, in_axes=(0, -2, -2, -1), out_axes=(-2, -2))
+            carry, q = per_agent(params["agent"], carry, x, resets)
         return carry, ParadigmOutput(scores={"agent": q})
 
     def export(self, params):
-        return {"network": "rnn_agent", "hidden_dim": self.hidden_dim,
+        return {"network": "rnn_agent" if self.shared else "rnn_agent_per_agent", "hidden_dim": self.hidden_dim,
                 "inputs": ["obs", "last_action", "agent_id"]}, params["agent"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ctde.errors import require
+from ctde.errors import IncompatibleError, require
 from ctde.nets.ctedd import GlobalPolicy, MessageActor, MessageGenerator, local_input, local_policy_logits
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
 
@@ -48,7 +48,16 @@ class CTEDD(Paradigm):
 
     @classmethod
     def resolve_options(cls, config) -> None:
+        from ctde.envs import make_env
+
         options = config.ctedd
+        continuous = make_env(config.env).spec.continuous_actions
+        if continuous and options.entropy_coef:
+            raise IncompatibleError(f"ctedd.entropy_coef={options.entropy_coef}: with continuous actions the global "
+                                    f"policies are deterministic tanh actors, which have no entropy. Remove it (0 is "
+                                    f"the default there).")
+        if options.entropy_coef is None:
+            options.entropy_coef = 0.0 if continuous else 0.01
         require([
             (1 <= options.message_bits <= 16, "ctedd.message_bits must be between 1 and 16"),
             (options.entropy_coef >= 0, "ctedd.entropy_coef must be non-negative"),
@@ -71,6 +80,28 @@ class CTEDD(Paradigm):
         self.global_policy = GlobalPolicy(spec.n_agents, spec.n_actions, options.global_hidden, options.head_hidden)
         self.generator = MessageGenerator(self.bits, options.local_hidden)
         self.actor = MessageActor(spec.n_actions, options.local_hidden)
+        self.continuous = spec.continuous_actions
+
+    def policy_output(self, scores: jax.Array, avail: jax.Array) -> jax.Array:
+        """What L_D compares: the action distribution (masked softmax), or with continuous actions the action
+        tanh(scores) itself. [..., |A|] -> [..., |A|]."""
+        if self.continuous:
+            return jnp.tanh(scores)
+        return jax.nn.softmax(jnp.where(avail, scores, NEG_INF), axis=-1)
+
+    def distill_sampler(self, spec):
+        """The global policies play the distillation episodes as they explored in stage 1: sampling their softmax,
+        or tanh plus MADDPG's Gaussian noise."""
+        from ctde.training.rollout import sample_softmax  # (rollout imports the paradigm interface)
+
+        if not self.continuous:
+            return sample_softmax
+        noise_std = self.config.maddpg.noise_std
+
+        def explore(key, scores, avail):
+            return jnp.clip(jnp.tanh(scores) + noise_std * jax.random.normal(key, scores.shape), -1.0, 1.0)
+
+        return explore
 
     def init(self, key):
         n = self.spec.n_agents
@@ -95,7 +126,10 @@ class CTEDD(Paradigm):
                                      extras={"head_logits": head_logits})
 
     def auxiliary_loss(self, params, output: ParadigmOutput, inputs: AgentInputs, mask, env_steps):
-        """-alpha * mean over counted (step, agent) pairs of H(pi~_i(s, .)), the entropy over available actions."""
+        """-alpha * mean over counted (step, agent) pairs of H(pi~_i(s, .)), the entropy over available actions
+        (reported as 0 with continuous actions, whose deterministic tanh actors have none)."""
+        if self.continuous:
+            return jnp.float32(0.0), {"entropy": jnp.float32(0.0)}
         logits = jnp.where(inputs.avail, output.extras["head_logits"], NEG_INF)
         log_probs = jax.nn.log_softmax(logits)
         entropy = -jnp.sum(jnp.where(inputs.avail, jnp.exp(log_probs) * log_probs, 0.0), axis=-1)
@@ -113,11 +147,12 @@ class CTEDD(Paradigm):
     def distillation_rows(self, params, inputs: AgentInputs) -> tuple[jax.Array, jax.Array]:
         """Every agent's local input and global action distribution per step: ([..., n, o + n], [..., n, |A|])."""
         logits = self.global_policy.apply(params["global"], inputs.state)
-        return local_input(inputs.obs), jax.nn.softmax(jnp.where(inputs.avail, logits, NEG_INF), axis=-1)
+        return local_input(inputs.obs), self.policy_output(logits, inputs.avail)
 
     def student_prediction(self, student_params, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        """The local policies' action distributions [N, n, |A|] from rows x [N, n, o + n]; `key` (training with
-        the gumbel estimator) samples the message bits."""
+        """The local policies' outputs [N, n, |A|] (`policy_output`, every action counted as available: the local
+        policy reads no mask) from rows x [N, n, o + n]; `key` (training with the gumbel estimator) samples the
+        message bits."""
         key = key if self.estimator == "gumbel" else None
         logits, _ = local_policy_logits(self.generator, self.actor, student_params, x, key)
-        return jax.nn.softmax(logits, axis=-1)
+        return self.policy_output(logits, jnp.ones(logits.shape, bool))

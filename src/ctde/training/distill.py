@@ -19,6 +19,7 @@ stage 2 where it stopped.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +31,11 @@ import optax
 from flax import struct
 
 from ctde.training.checkpoint import Checkpoints
-from ctde.training.rollout import collect, greedy
+from ctde.training.rollout import collect, greedy_for
+
+
+# Continuous actions agree where they differ by at most this much in every dimension (actions lie in [-1, 1]).
+CONTINUOUS_AGREEMENT = 0.1
 
 
 @struct.dataclass
@@ -54,14 +59,9 @@ class Dataset:
     inputs: Any
 
 
-def sample_softmax(key: jax.Array, scores: jax.Array, avail: jax.Array) -> jax.Array:
-    """An ActionSelector: a sample of the masked softmax of `scores` (a policy's logits)."""
-    return jax.random.categorical(key, jnp.where(avail, scores, -1e10), axis=-1)
-
-
 def _collect_dataset(program, agent_params, key, episodes: int, holdout: float) -> Dataset:
     paradigm, env = program.paradigm, program.env
-    select = greedy if paradigm.distill_actions == "greedy" else sample_softmax
+    select = greedy_for(env.spec) if paradigm.distill_actions == "greedy" else paradigm.distill_sampler(env.spec)
     trajectory, _ = collect(env, paradigm, agent_params, key, num_envs=episodes, length=env.spec.episode_limit,
                             auto_reset=False, model=paradigm.distill_teacher, select_actions=select,
                             deterministic=True)
@@ -79,15 +79,18 @@ def _collect_dataset(program, agent_params, key, episodes: int, holdout: float) 
 
 
 def heldout_action_agreement(program, agent_params, data: Dataset) -> jax.Array:
-    """Fraction of held-out (step, agent) rows where the student's greedy available action is the teacher's."""
-    from ctde.training.rollout import masked_argmax
-
+    """Fraction of held-out (step, agent) rows where the student's greedy action is the teacher's (continuous
+    actions: within `CONTINUOUS_AGREEMENT` of it in every dimension)."""
     paradigm = program.paradigm
     batch = data.inputs.reset.shape[1:]
     _, output = paradigm.apply(agent_params, paradigm.initial_carry(batch), data.inputs)
-    avail = data.inputs.avail
-    same = (masked_argmax(output.scores[paradigm.distill_teacher], avail)
-            == masked_argmax(output.scores[paradigm.distill_student], avail))
+    choose = greedy_for(program.env.spec)
+    teacher = choose(None, output.scores[paradigm.distill_teacher], data.inputs.avail)
+    student = choose(None, output.scores[paradigm.distill_student], data.inputs.avail)
+    if program.env.spec.continuous_actions:
+        same = jnp.all(jnp.abs(teacher - student) <= CONTINUOUS_AGREEMENT, axis=-1)
+    else:
+        same = teacher == student
     mask = jnp.broadcast_to(data.heldout.reshape(same.shape[:paradigm.distill_row_dims]
                                                  + (1,) * (same.ndim - paradigm.distill_row_dims)), same.shape)
     return jnp.sum(same & mask) / jnp.maximum(mask.sum(), 1)
@@ -140,7 +143,13 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
     n_chunks = -(-options.distill_steps // log_every)
     chunk = jax.jit(jax.vmap(_make_chunk(paradigm, optimizer, options.distill_batch, log_every,
                                          getattr(options, "iterations_per_batch", 1))))
-    checkpoints = Checkpoints(run_dir / "checkpoints_distill", keep=config.log.checkpoints_kept)
+    directory = run_dir / "checkpoints_distill"
+    if not resume and directory.exists():
+        # Left by a stage 2 of an earlier stage-1 state (this one was resumed and trained further): its student
+        # learned from another teacher, so it is discarded rather than continued.
+        say(f"Stage 1 changed since {directory} was written: stage 2 starts again.")
+        shutil.rmtree(directory)
+    checkpoints = Checkpoints(directory, keep=config.log.checkpoints_kept)
     metrics_path = run_dir / "distill_metrics.jsonl"
 
     keys = jax.random.split(jax.random.PRNGKey(config.seed + 7919), seeds)

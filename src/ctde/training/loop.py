@@ -23,7 +23,7 @@ from ctde.envs import make_env
 from ctde.envs.base import Environment
 from ctde.paradigms import PARADIGMS, Paradigm, make_paradigm
 from ctde.training import cpu_kernels
-from ctde.training.rollout import EpisodeStats, collect, greedy
+from ctde.training.rollout import EpisodeStats, collect, greedy_for
 
 
 SEED_AXIS = "seeds"
@@ -76,7 +76,8 @@ class Program:
     def evaluate(self, agent_params: Any, key: jax.Array, model: str, episodes: int) -> dict[str, jax.Array]:
         """Greedy episodes of `model` in parallel: win rate, mean return, mean episode length."""
         _, stats = collect(self.env, self.paradigm, agent_params, key, num_envs=episodes,
-                           length=self.env.spec.episode_limit, auto_reset=False, model=model, select_actions=greedy,
+                           length=self.env.spec.episode_limit, auto_reset=False, model=model,
+                           select_actions=greedy_for(self.env.spec),
                            deterministic=not self.paradigm.stochastic_evaluation)
         count = jnp.maximum(stats.episodes, 1.0)
         return {"win_rate": stats.wins / count, "return": stats.returns / count, "episode_length": stats.lengths / count}

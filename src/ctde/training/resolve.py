@@ -156,10 +156,17 @@ def _check_backbone_hosts_paradigm(config: TrainConfig, family: str, spec) -> No
     """MADDPG hosts the paradigms whose networks are policies over a centralized critic (plain CTDE and CTEDD);
     CTEDD's global policies are trained by DDPG-style updates, so it needs MADDPG and a global state."""
     paradigm = config.paradigm.name
+    if not config.algo.share_parameters and paradigm != "ctde":
+        raise ConfigError(f"algo.share_parameters=false is available with paradigm=ctde; paradigm={paradigm} "
+                          f"shares its agent networks. Remove algo.share_parameters or use paradigm=ctde.")
+    if spec.continuous_actions and family != "actor_critic":
+        raise IncompatibleError(f"{spec.id} has continuous actions (env.continuous_actions=true) and algo="
+                                f"{config.algo.name} chooses among discrete ones. Use algo=maddpg, or drop "
+                                f"env.continuous_actions.")
     if family == "actor_critic" and paradigm not in ACTOR_CRITIC_PARADIGMS:
         raise IncompatibleError(f"paradigm={paradigm} is not available on algo={config.algo.name}; it hosts "
-                                f"{' and '.join(ACTOR_CRITIC_PARADIGMS)}. Choose one of those, or a value-decomposition "
-                                f"or MAPPO backbone for {paradigm}.")
+                                f"{' and '.join(ACTOR_CRITIC_PARADIGMS)}. Choose one of those, or a "
+                                f"value-decomposition or MAPPO backbone for {paradigm}.")
     if paradigm == "ctedd" and family != "actor_critic":
         raise IncompatibleError(f"paradigm=ctedd trains its global policies with DDPG-style updates through a "
                                 f"centralized critic; algo={config.algo.name} has none. Use algo=maddpg.")

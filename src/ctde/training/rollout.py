@@ -31,7 +31,8 @@ class Trajectory:
 
     obs [.., n, obs_dim], state [.., state_dim], avail bool [.., n, |A|], views {name: [.., n, d]},
     last_action int [.., n] (-1 at an episode start), reset bool [..] (episode starts here),
-    action int [.., n], reward [..], terminal bool [..], done bool [..] (the transition from t ended the
+    action int [.., n], reward [..] (continuous actions: action and last_action float [.., n, |A|], zeros at an
+    episode start), terminal bool [..], done bool [..] (the transition from t ended the
     episode), valid bool [..] (t is a real decision of an unfinished episode), alive bool [.., n] (the agent is
     alive at t), extras {name: [..., ...]} (whatever the actor recorded at t; zeros at entry T),
     segment_carry (the actor's recurrent state before the first step of every `carry_every` steps, [.., S, ...];
@@ -109,6 +110,33 @@ def greedy(key, scores, avail):
     return masked_argmax(scores, avail)
 
 
+def sample_softmax(key: jax.Array, scores: jax.Array, avail: jax.Array) -> jax.Array:
+    """A sample of the masked softmax policy of `scores` (a policy's logits): what a hard Gumbel-softmax returns."""
+    return jax.random.categorical(key, jnp.where(avail, scores, -1e10), axis=-1)
+
+
+def deterministic_continuous(key, scores, avail):
+    """The greedy choice of a continuous deterministic actor: tanh of its scores, float [..., |A|] in [-1, 1]."""
+    return jnp.tanh(scores)
+
+
+def greedy_for(spec: Any) -> ActionSelector:
+    """The greedy action selector of an environment's action space (EnvSpec)."""
+    return deterministic_continuous if spec.continuous_actions else greedy
+
+
+def no_action(spec: Any, batch_shape: tuple[int, ...]) -> jax.Array:
+    """The previous action before an episode's first step: int -1 [*B, n], or float zeros [*B, n, |A|]."""
+    if spec.continuous_actions:
+        return jnp.zeros((*batch_shape, spec.n_agents, spec.n_actions), jnp.float32)
+    return jnp.full((*batch_shape, spec.n_agents), -1, jnp.int32)
+
+
+def _as_actions(actions: jax.Array) -> jax.Array:
+    """Discrete actions as int32, continuous ones as float32."""
+    return actions.astype(jnp.float32 if jnp.issubdtype(actions.dtype, jnp.floating) else jnp.int32)
+
+
 def _select(mask: jax.Array, a: Any, b: Any) -> Any:
     """Per-environment choice between two pytrees with leading env axis. mask bool [E]."""
     return jax.tree.map(lambda x, y: jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y), a, b)
@@ -132,7 +160,7 @@ def paradigm_actor(paradigm: Paradigm, model: str, select_actions: ActionSelecto
     def step(params, carry, inputs, key):
         network_key, action_key = jax.random.split(key)
         carry, output = paradigm.apply(params, carry, inputs, rng=None if deterministic else network_key)
-        return carry, select_actions(action_key, output.scores[model][0], inputs.avail[0]).astype(jnp.int32), {}
+        return carry, _as_actions(select_actions(action_key, output.scores[model][0], inputs.avail[0])), {}
 
     return Actor(initial_carry=lambda num_envs: paradigm.initial_carry((num_envs,)), step=step)
 
@@ -154,7 +182,7 @@ def start_rollouts(env: Environment, actor: Actor, key: jax.Array, num_envs: int
     """Fresh episodes in `num_envs` environments."""
     env_state, timestep = jax.vmap(env.reset)(jax.random.split(key, num_envs))
     return RolloutState(env_state=env_state, timestep=timestep, carry=actor.initial_carry(num_envs),
-                        last_action=jnp.full((num_envs, env.spec.n_agents), -1, jnp.int32),
+                        last_action=no_action(env.spec, (num_envs,)),
                         reset=jnp.ones((num_envs,), bool), episode_return=jnp.zeros((num_envs,)),
                         episode_length=jnp.zeros((num_envs,), jnp.int32))
 
@@ -208,7 +236,8 @@ def run_rollout(env: Environment, actor: Actor, params: Any, key: jax.Array, sta
             next_state = _select(ended, fresh_state, next_state)
             # Observed once, from the picked state; only the inputs of the next step are read from it.
             next_ts = jax.vmap(env.timestep_of)(next_state)
-            last_action = jnp.where(ended[:, None], -1, action)
+            first = -1 if action.dtype == jnp.int32 else 0.0  # what `no_action` starts an episode with
+            last_action = jnp.where(ended.reshape(ended.shape + (1,) * (action.ndim - 1)), first, action)
             reset = ended
         else:
             active = active & ~ended
@@ -266,7 +295,7 @@ def policy_actor(policy: Any, params: Any) -> Actor:
     def step(params, carry, inputs, key):
         act = jax.vmap(policy.act, in_axes=(None, 0, 0, 0, 0, 0))
         carry, actions = act(params, carry, inputs.obs[0], inputs.last_action[0], inputs.avail[0], inputs.reset[0])
-        return carry, actions.astype(jnp.int32), {}
+        return carry, _as_actions(actions), {}
 
     return Actor(initial_carry=lambda num_envs: jnp.zeros((num_envs, n, hidden)), step=step)
 

@@ -223,7 +223,11 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
         if stage == "distill":
             from ctde.training.distill import run_distillation
 
-            agent_params, stage_summary = run_distillation(run_dir, program, agent_params, resume=resume is not None,
+            # Stage 2 continues from its checkpoints only if stage 1 ended where it had: a stage 2 distilled from
+            # an earlier stage-1 state (a run stopped early, or extended with steps=...) starts again.
+            stage_one_moved = start_chunk < program.n_chunks
+            agent_params, stage_summary = run_distillation(run_dir, program, agent_params,
+                                                           resume=resume is not None and not stage_one_moved,
                                                            say=say, show_progress=show)
     policy = export(run_dir, program=program, agent_params=agent_params)
     policy_stats, episodes = run_policy(policy, program.env, policy.seed_params(0), jax.random.PRNGKey(config.seed),
@@ -290,6 +294,7 @@ def export(run_dir: str | Path, *, program: Program | None = None, agent_params:
     spec, params = program.paradigm.export(agent_params)
     env_spec = program.env.spec
     spec = {**spec, "n_agents": env_spec.n_agents, "n_actions": env_spec.n_actions, "obs_dim": env_spec.obs_dim,
+            "continuous_actions": env_spec.continuous_actions,
             "state_dim": env_spec.state_dim, "env": config.env.id, "sight_range": config.env.sight_range,
             "paradigm": config.paradigm.name, "algo": config.algo.name, "model": program.paradigm.export_model,
             "seeds": config.seeds, "first_seed": config.seed}
