@@ -70,7 +70,7 @@ def test_ctedd_distils_the_global_policies_into_communicating_local_ones(run_tra
     agent's cell; the local ones see their own and one bit from each agent. After stage 2 the local policies
     take the global policies' action on most held-out states and win as often."""
     result = run_training("env=toy:hallway", "algo=maddpg", "paradigm=ctedd", "ctedd.message_bits=1",
-                          "steps=20000", "seeds=2", "eval.interval=5000", "ctedd.distill_steps=1000")
+                          "steps=12000", "seeds=2", "eval.interval=4000", "ctedd.distill_steps=1000")
     record = json.loads((result.run_dir / "distill.json").read_text())
     assert record["models"] == {"teacher": "global", "student": "local"}
     assert min(record["teacher"]["win_rate"]) >= 0.9
@@ -135,10 +135,10 @@ def test_a_stopped_ctedd_run_resumes_to_the_uninterrupted_result(run_training):
     after the resumed stage 1 as it would have."""
     from ctde.training.runner import train
 
-    fast = ("env=toy:two_step", "algo=maddpg", "paradigm=ctedd", "steps=4000", "seeds=2", "eval.interval=500",
+    fast = ("env=toy:two_step", "algo=maddpg", "paradigm=ctedd", "steps=2000", "seeds=2", "eval.interval=250",
             "eval.episodes=8", "ctedd.distill_steps=200", "ctedd.distill_episodes=20", "algo.buffer_size=200")
     full = run_training(*fast, name="full")
-    half = run_training(*fast, name="half", stop_when=lambda rows: max(r["env_steps"] for r in rows) >= 1500)
+    half = run_training(*fast, name="half", stop_when=lambda rows: max(r["env_steps"] for r in rows) >= 700)
     resumed = train(resume=half.run_dir, quiet=True)
 
     def rows(run_dir):
@@ -159,8 +159,8 @@ def test_ctedd_is_refused_on_an_environment_without_a_global_state(monkeypatch):
 
     real = ctde.envs.make_env
 
-    def stateless(config, views=()):
-        env = real(config, views)
+    def stateless(config, views=(), ltr_options=None):
+        env = real(config, views, ltr_options)
         env.spec = dataclasses.replace(env.spec, state_dim=0)
         return env
 

@@ -56,6 +56,24 @@ class EnvConfig:
 
 
 @dataclass
+class LTRConfig:
+    """Options of env=ltr:<path>"""
+
+    docs_per_query: int = option(
+        10, "documents (agents) per query: a query's first docs_per_query documents in file order are kept, shorter "
+        "queries are padded with masked documents")
+    k: int = option(10, "NDCG cutoff: the team reward is NDCG@k of the ranking the agents' scores induce")
+    split: Literal["seeded", "files"] = option(
+        "seeded", "seeded: queries of all files pooled and split by query with ltr.split_seed into "
+        "ltr.train_fraction (train) / the rest (test); files: the files' own train/vali/test names")
+    train_fraction: float = option(0.7, "split=seeded: fraction of the queries used for training (the rest: test)")
+    split_seed: int = option(0, "split=seeded: seed of the query permutation that makes the split")
+    normalize: Literal["log", "standard", "none"] = option(
+        "log", "feature scaling, from the training queries' real documents: log = signed log(1 + |x|), then each "
+        "feature standardized (MSLR's raw counts reach 7.7e7); standard = standardized only; none = as in the files")
+
+
+@dataclass
 class AlgoConfig:
     name: Literal["iql", "vdn", "qmix", "qplex", "mappo", "ippo", "maddpg"] = option(
         "qmix", "backbone: value decomposition iql (no mixer), vdn (sum), qmix (monotonic hypernet mixer), qplex "
@@ -265,6 +283,7 @@ class LogConfig:
 @dataclass
 class TrainConfig:
     env: EnvConfig = section(EnvConfig, "environment")
+    ltr: LTRConfig = section(LTRConfig, "Learning-to-Rank options (env=ltr:<path>)")
     algo: AlgoConfig = section(AlgoConfig, "backbone and its learner")
     ppo: PPOConfig = section(PPOConfig, "MAPPO / IPPO options")
     maddpg: MADDPGConfig = section(MADDPGConfig, "MADDPG options")

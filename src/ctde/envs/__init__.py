@@ -12,6 +12,7 @@ FAMILIES = {
     "mpe": "JaxMARL's MPE particle worlds (simple_tag, simple_push, simple_spread) and CTEDD's push_forward",
     "smax": "JaxMARL's SMAX (pure-JAX StarCraft micromanagement) with a heuristic enemy",
     "toy": "tiny environments for fast tests",
+    "ltr": "Learning to Rank on LETOR/SVMlight files (ltr:<file or folder>): one agent per document, reward NDCG@k",
 }
 
 __all__ = ["FULL_OBS", "Environment", "EnvSpec", "TimeStep", "make_env", "split_id", "list_environments"]
@@ -29,8 +30,10 @@ def split_id(env_id: str) -> tuple[str, str]:
     return family, name
 
 
-def check_env(config: EnvConfig) -> None:
-    """Validate an environment id without building it (cheap; used before anything compiles)."""
+def check_env(config: EnvConfig, ltr_options=None) -> None:
+    """Validate an environment id without building it (cheap; used before anything compiles).
+
+    `ltr_options`: the run's `ltr` section (an `LTRConfig`), checked for env=ltr:<path>; None = its defaults."""
     family, name = split_id(config.id)
     if family == "mpe":
         from ctde.envs.mpe import check_options
@@ -44,7 +47,11 @@ def check_env(config: EnvConfig) -> None:
     if config.adversary_policy != "heuristic":
         raise ConfigError(f"env.adversary_policy={config.adversary_policy} configures the fixed side of MPE "
                           f"scenarios (mpe:simple_tag's prey, mpe:simple_push's adversary); {config.id} has none.")
-    if family == "smax":
+    if family == "ltr":
+        from ctde.envs.ltr import check_config
+
+        check_config(name, config.sight_range, config.episode_limit, ltr_options)
+    elif family == "smax":
         from ctde.envs.smax import check_map
 
         check_map(name)
@@ -57,10 +64,18 @@ def check_env(config: EnvConfig) -> None:
             raise ConfigError(f"Unknown toy environment '{name}'.{hint} Valid: {', '.join(TOY_ENVS)}.")
 
 
-def make_env(config: EnvConfig, views: tuple[str, ...] = ()) -> Environment:
-    """Build the environment a config names, providing the privileged `views` a paradigm asked for."""
-    check_env(config)
+def make_env(config: EnvConfig, views: tuple[str, ...] = (), ltr_options=None) -> Environment:
+    """Build the environment a config names, providing the privileged `views` a paradigm asked for.
+
+    `ltr_options`: the run's `ltr` section (an `LTRConfig`) for env=ltr:<path>; None = its defaults."""
+    check_env(config, ltr_options)
     family, name = split_id(config.id)
+    if family == "ltr":
+        from ctde.envs.ltr import LTREnv
+
+        from ctde.envs.ltr import cached_ltr_env
+
+        return cached_ltr_env(name, ltr_options, views)
     if family == "smax":
         from ctde.envs.smax import SMAXEnv
 
@@ -98,4 +113,9 @@ def list_environments() -> list[dict]:
         spec = make_mpe(name).spec
         rows.append({"id": f"mpe:{name}", "agents": spec.n_agents, "enemies": 0, "episode_limit": spec.episode_limit,
                      "views": "", "description": scenario_description(name)})
+    from ctde.config import LTRConfig
+    from ctde.envs.ltr import DESCRIPTION as LTR_DESCRIPTION
+
+    rows.append({"id": "ltr:<path>", "agents": LTRConfig().docs_per_query, "enemies": 0, "episode_limit": 1,
+                 "views": "", "description": LTR_DESCRIPTION})
     return rows

@@ -83,3 +83,13 @@ class Environment(Protocol):
         """The observations, state, available actions, views and living agents of `env_state`, with reward 0
         and nothing ended: exactly what `reset` returns beside the state it starts."""
         ...
+
+    # Optional: `evaluation_env() -> Environment`, where greedy evaluation runs when it is not the training
+    # environment itself (Learning to Rank: the held-out queries). See `evaluation_env` below.
+
+
+def evaluation_env(env: Environment) -> Environment:
+    """The environment greedy evaluation runs in: `env.evaluation_env()` where the environment has held-out data,
+    else `env` itself."""
+    held_out = getattr(env, "evaluation_env", None)
+    return held_out() if held_out is not None else env

@@ -37,8 +37,12 @@ class QHead(nn.Module):
         return Dense(self.n_actions, name="q")(jnp.concatenate([features, z], axis=-1))
 
 
+MAX_LOG_VARIANCE = 10.0  # var <= e^10 (about 22,000)
+
+
 class DistributionGenerator(nn.Module):
-    """mu = Linear, LeakyReLU, Linear on u; var = max(exp(same-shaped MLP on u), min_variance)."""
+    """mu = Linear, LeakyReLU, Linear on u; var = max(exp(min(same-shaped MLP on u, MAX_LOG_VARIANCE)),
+    min_variance)."""
 
     z_dim: int
     min_variance: float = 0.01
@@ -47,7 +51,9 @@ class DistributionGenerator(nn.Module):
     def __call__(self, u):
         mu = Dense(self.z_dim, name="mu_out")(nn.leaky_relu(Dense(self.z_dim, name="mu_hidden")(u)))
         log_var = Dense(self.z_dim, name="var_out")(nn.leaky_relu(Dense(self.z_dim, name="var_hidden")(u)))
-        return mu, jnp.maximum(jnp.exp(log_var), self.min_variance)
+        # Bounded above so that a wide state (LTR: 10 documents x 300 features) cannot overflow exp at
+        # initialization (var reached 1e38 there); SMAX's variances stay far below the bound.
+        return mu, jnp.maximum(jnp.exp(jnp.minimum(log_var, MAX_LOG_VARIANCE)), self.min_variance)
 
 
 class PersonalizedGlobalInfo(nn.Module):

@@ -51,7 +51,7 @@ class CTEDD(Paradigm):
         from ctde.envs import make_env
 
         options = config.ctedd
-        continuous = make_env(config.env).spec.continuous_actions
+        continuous = make_env(config.env, ltr_options=config.ltr).spec.continuous_actions
         if continuous and options.entropy_coef:
             raise IncompatibleError(f"ctedd.entropy_coef={options.entropy_coef}: with continuous actions the global "
                                     f"policies are deterministic tanh actors, which have no entropy. Remove it (0 is "

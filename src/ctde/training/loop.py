@@ -20,7 +20,7 @@ from ctde.algos import make_backbone
 from ctde.algos.seeds import any_seed
 from ctde.config import TrainConfig
 from ctde.envs import make_env
-from ctde.envs.base import Environment
+from ctde.envs.base import Environment, evaluation_env
 from ctde.paradigms import PARADIGMS, Paradigm, make_paradigm
 from ctde.training import cpu_kernels
 from ctde.training.rollout import EpisodeStats, collect, greedy_for
@@ -74,8 +74,9 @@ class Program:
     # -- evaluation --------------------------------------------------------------------------------------
 
     def evaluate(self, agent_params: Any, key: jax.Array, model: str, episodes: int) -> dict[str, jax.Array]:
-        """Greedy episodes of `model` in parallel: win rate, mean return, mean episode length."""
-        _, stats = collect(self.env, self.paradigm, agent_params, key, num_envs=episodes,
+        """Greedy episodes of `model` in parallel, in the evaluation environment (`envs.base.evaluation_env`:
+        held-out data where there is some): win rate, mean return, mean episode length."""
+        _, stats = collect(evaluation_env(self.env), self.paradigm, agent_params, key, num_envs=episodes,
                            length=self.env.spec.episode_limit, auto_reset=False, model=model,
                            select_actions=greedy_for(self.env.spec),
                            deterministic=not self.paradigm.stochastic_evaluation)
@@ -176,7 +177,7 @@ class Program:
 
 def build_program(config: TrainConfig) -> Program:
     cpu_kernels.unroll_threefry()
-    env = make_env(config.env, views=PARADIGMS[config.paradigm.name].required_views)
+    env = make_env(config.env, views=PARADIGMS[config.paradigm.name].required_views, ltr_options=config.ltr)
     paradigm = make_paradigm(config, env.spec)
     backbone = make_backbone(config, env, paradigm)
     n_blocks = -(-config.steps // config.eval.interval)

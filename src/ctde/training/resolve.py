@@ -19,13 +19,13 @@ def resolve(config: TrainConfig) -> TrainConfig:
     from ctde.paradigms import PARADIGMS
 
     config = copy.deepcopy(config)
-    check_env(config.env)
+    check_env(config.env, config.ltr)
     algo, rollout, ev, log = config.algo, config.rollout, config.eval, config.log
     if config.algo.name not in BACKBONES:
         raise ConfigError(f"algo={config.algo.name!r} is not available; valid: {', '.join(BACKBONES)}.")
 
     paradigm = PARADIGMS[config.paradigm.name]
-    spec = make_env(config.env).spec  # cheap: builds no JAX program
+    spec = make_env(config.env, ltr_options=config.ltr).spec  # cheap: builds no JAX program (LTR data: read once)
     missing = [view for view in paradigm.required_views if view not in spec.available_views]
     if missing:
         offered = ", ".join(spec.available_views) or "none"
@@ -62,6 +62,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     on_policy = kind == "policy_gradient"
     _refuse_unused_options(config)
     _refuse_other_paradigm_options(config)
+    _refuse_ltr_options_elsewhere(config)
     _check_backbone_hosts_paradigm(config, kind, spec)
     if on_policy:
         ppo = config.ppo
@@ -173,6 +174,18 @@ def _check_backbone_hosts_paradigm(config: TrainConfig, family: str, spec) -> No
     if paradigm == "ctedd" and spec.state_dim < 1:
         raise IncompatibleError(f"paradigm=ctedd needs a global state for its global policies, and {spec.id} "
                                 f"provides none. Choose an environment with a global state (e.g. mpe:simple_tag).")
+
+
+def _refuse_ltr_options_elsewhere(config: TrainConfig) -> None:
+    from ctde.config import LTRConfig
+
+    if config.env.id.startswith("ltr:"):
+        return
+    defaults = to_dict(LTRConfig())
+    changed = [f"ltr.{k}" for k, v in to_dict(config.ltr).items() if v != defaults[k]]
+    if changed:
+        raise ConfigError(f"{', '.join(changed)} configure{'s' if len(changed) == 1 else ''} Learning-to-Rank "
+                          f"environments, but env={config.env.id}. Use env=ltr:<file or folder> or remove them.")
 
 
 # Paradigms the actor-critic backbone hosts.

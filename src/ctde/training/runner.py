@@ -21,6 +21,7 @@ from ctde.config import TrainConfig, build_config, load_yaml, from_dict, save_co
 from ctde.errors import CheckpointError, ConfigError, TrainingDivergedError
 from ctde.experiments.report import plot_learning_curves, steps_to_reach, write_report
 from ctde.policy import DecentralizedPolicy, audit_policy, make_policy
+from ctde.envs.base import evaluation_env
 from ctde.training.checkpoint import Checkpoints, abstract_of
 from ctde.training.logger import MetricsLogger, read_metrics
 from ctde.training.loop import Program, build_program
@@ -230,7 +231,8 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
                                                            resume=resume is not None and not stage_one_moved,
                                                            say=say, show_progress=show)
     policy = export(run_dir, program=program, agent_params=agent_params)
-    policy_stats, episodes = run_policy(policy, program.env, policy.seed_params(0), jax.random.PRNGKey(config.seed),
+    policy_stats, episodes = run_policy(policy, evaluation_env(program.env), policy.seed_params(0),
+                                        jax.random.PRNGKey(config.seed),
                                         episodes=max(config.eval.episodes, 8))
     audit = audit_policy(policy, episodes=episodes[:4])
     (run_dir / "policy" / "audit.json").write_text(json.dumps(audit.to_dict(), indent=2))
