@@ -196,7 +196,7 @@ def lambdamart_anchor(features, labels, valid, train_queries, test_queries, k: i
         model = lightgbm.train({**LAMBDAMART_PARAMS, "seed": seed}, train_set, num_boost_round=LAMBDAMART_ROUNDS)
         scores = model.predict(test_features.reshape(-1, features.shape[-1])).reshape(test_features.shape[:2])
         results.append(float(_batched_ndcg(scores, labels[test_queries], valid[test_queries], k).mean()))
-    return {"test_ndcg": results, "random_states": list(seeds), "params": LAMBDAMART_PARAMS, "rounds": LAMBDAMART_ROUNDS,
+    return {"test_ndcg": results, "seeds": list(seeds), "rounds": LAMBDAMART_ROUNDS, "params": LAMBDAMART_PARAMS,
             "lightgbm": lightgbm.__version__, "train_rows": int(mask.sum()), "train_groups": int(len(group))}
 
 
@@ -305,8 +305,8 @@ def report(results: dict) -> str:
         if label in methods:
             entry = methods[label]
             seconds = (f"{entry['seconds']:.0f}" if "seconds" in entry else "(in QMIX-GIP's run)")
-            lines.append(f"| {label} | {_cell(entry['test_ndcg'])} | {', '.join(f'{x:.4f}' for x in entry['test_ndcg'])}"
-                         f" | {seconds} |")
+            per_seed = ", ".join(f"{x:.4f}" for x in entry["test_ndcg"])
+            lines.append(f"| {label} | {_cell(entry['test_ndcg'])} | {per_seed} | {seconds} |")
     if "PRR" in methods:
         prr = methods["PRR"]["value"]
         lines.append(f"| PRR = KD / QMIX-GIP | {_cell(prr)} | {', '.join(f'{x:.4f}' for x in prr)} | |")
@@ -320,16 +320,17 @@ def report(results: dict) -> str:
     else:
         same = len(set(lm["test_ndcg"])) == 1
         lines.append(f"| anchor: LightGBM lambdarank | {_cell(lm['test_ndcg'])} | "
-                     f"{', '.join(f'{x:.4f}' for x in lm['test_ndcg'])} (seeds {lm['random_states']}"
+                     f"{', '.join(f'{x:.4f}' for x in lm['test_ndcg'])} (seeds {lm['seeds']}"
                      f"{': identical, no subsampling' if same else ''}) | |")
-    lines += ["", f"LightGBM lambdarank: {lm.get('rounds', '-')} rounds, {json.dumps(lm.get('params', {}))}, version {lm.get('lightgbm', '-')}, trained on the "
-                  f"{lm.get('train_rows', '-')} real trimmed documents of the {lm.get('train_groups', '-')} training "
-                  f"queries. Anchors took {anchors['seconds']:.1f} s."]
+    lines += ["", f"LightGBM lambdarank: {lm.get('rounds', '-')} rounds, {json.dumps(lm.get('params', {}))}, version "
+                  f"{lm.get('lightgbm', '-')}, trained on the {lm.get('train_rows', '-')} real trimmed documents of "
+                  f"the {lm.get('train_groups', '-')} training queries. Anchors took {anchors['seconds']:.1f} s."]
     if methods:
         lines.append(f"Total time: {results['total_seconds'] / 60:.1f} min (wall-clock per run includes compilation, "
                      f"stage-2 distillation for the PTDE runs and the exact evaluation; CPU: {results['cpu']}).")
-    lines += ["", f"Settings shared by every run: {' '.join(results['overrides']['common']) or 'defaults'}; PTDE "
-                  f"runs also: {' '.join(results['overrides']['ptde']) or 'defaults'}."] if "overrides" in results else []
+    if "overrides" in results:
+        common, ptde = (" ".join(results["overrides"][key]) or "defaults" for key in ("common", "ptde"))
+        lines += ["", f"Settings shared by every run: {common}; PTDE runs also: {ptde}."]
     lines += ["", "Caveats: " + ("smoke runs are short (20,000 queries per run, 1,250 updates, ptde.z_dim=8, 2,000 "
                                 "distillation steps) and check the pipeline, not the paper's numbers. "
                                 if results["budget"] == "smoke" else "")
