@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
 from flax import struct
 
 # The privileged views an environment may offer on top of the ordinary per-agent observation.
@@ -86,6 +87,12 @@ class Environment(Protocol):
 
     # Optional: `evaluation_env() -> Environment`, where greedy evaluation runs when it is not the training
     # environment itself (Learning to Rank: the held-out queries). See `evaluation_env` below.
+
+
+def strong_dtypes(tree: Any) -> Any:
+    """Every leaf with a strong dtype. JaxMARL's reset returns weakly typed ints (SMAX's enemy state, MPE's step
+    counter) that the first jitted step makes strong, so a step fed its own output would compile a second time."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
 
 
 def evaluation_env(env: Environment) -> Environment:

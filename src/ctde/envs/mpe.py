@@ -67,7 +67,7 @@ from typing import Callable, Literal
 import jax
 import jax.numpy as jnp
 
-from ctde.envs.base import EnvSpec, TimeStep
+from ctde.envs.base import EnvSpec, TimeStep, strong_dtypes
 from ctde.errors import ConfigError
 
 AdversaryPolicy = Literal["heuristic", "random"]
@@ -279,9 +279,7 @@ class MPEEnv:
     def reset(self, key: jax.Array):
         """A fresh episode: (JaxMARL state, TimeStep). `key`: a PRNG key."""
         _, env_state = self._env.reset(key)
-        # JaxMARL's step counter starts as a weakly typed int; strong dtypes keep a jitted step from recompiling
-        # on its second call (when it receives the state its first call produced).
-        env_state = jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), env_state)
+        env_state = strong_dtypes(env_state)  # no second compilation of a jitted step
         return env_state, self.timestep_of(env_state)
 
     def timestep_of(self, env_state) -> TimeStep:

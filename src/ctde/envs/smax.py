@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ctde.envs.base import FULL_OBS, EnvSpec, TimeStep
+from ctde.envs.base import FULL_OBS, EnvSpec, TimeStep, strong_dtypes
 from ctde.errors import ConfigError
 
 UNIT_TYPES = ("marine", "marauder", "stalker", "zealot", "zergling", "hydralisk")
@@ -270,9 +270,7 @@ class SMAXEnv:
 
     def reset(self, key: jax.Array):
         _, env_state = self._env.reset(key)
-        # SMAX's heuristic-enemy state holds a weakly typed int; a strong dtype keeps the step from
-        # recompiling after its first call.
-        env_state = jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), env_state)
+        env_state = strong_dtypes(env_state)  # no second compilation of a jitted step
         return env_state, self.timestep_of(env_state)
 
     def timestep_of(self, env_state) -> TimeStep:
