@@ -40,7 +40,7 @@ from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.precision import Dense, learner_precision
 from ctde.paradigms.base import Paradigm
-from ctde.training.rollout import EpisodeStats, Trajectory, collect, masked_argmax, sample_softmax
+from ctde.training.rollout import EpisodeStats, Trajectory, collect, masked_argmax, sample_softmax, tanh_with_noise
 
 NEG_INF = -1e10
 
@@ -124,14 +124,9 @@ class MADDPG:
                                         critic=jax.tree.map(lambda _: "critic", params.critic)))
         self.seed_axis: str | None = None  # set by the training program when seeds are vmapped
         self.continuous = env.spec.continuous_actions
-        self.explore = self.explore_continuous if self.continuous else sample_softmax
+        self.explore = tanh_with_noise(self.options.noise_std) if self.continuous else sample_softmax
 
     # -- actions: one-hot vectors for discrete actions, the actions themselves for continuous ones -------
-
-    def explore_continuous(self, key: jax.Array, scores: jax.Array, avail: jax.Array) -> jax.Array:
-        """An ActionSelector: tanh(scores) plus Gaussian noise, clipped to [-1, 1]. [..., A] -> [..., A]."""
-        noise = self.options.noise_std * jax.random.normal(key, scores.shape, scores.dtype)
-        return jnp.clip(jnp.tanh(scores) + noise, -1.0, 1.0)
 
     def action_vectors(self, actions: jax.Array) -> jax.Array:
         """Replayed actions as the critic reads them: int [..., n] -> one-hot [..., n, A]; float as they are."""

@@ -92,16 +92,9 @@ class CTEDD(Paradigm):
     def distill_sampler(self, spec):
         """The global policies play the distillation episodes as they explored in stage 1: sampling their softmax,
         or tanh plus MADDPG's Gaussian noise."""
-        from ctde.training.rollout import sample_softmax  # (rollout imports the paradigm interface)
+        from ctde.training.rollout import sample_softmax, tanh_with_noise  # (rollout imports the paradigm interface)
 
-        if not self.continuous:
-            return sample_softmax
-        noise_std = self.config.maddpg.noise_std
-
-        def explore(key, scores, avail):
-            return jnp.clip(jnp.tanh(scores) + noise_std * jax.random.normal(key, scores.shape), -1.0, 1.0)
-
-        return explore
+        return tanh_with_noise(self.config.maddpg.noise_std) if self.continuous else sample_softmax
 
     def init(self, key):
         n = self.spec.n_agents

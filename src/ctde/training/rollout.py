@@ -115,6 +115,16 @@ def sample_softmax(key: jax.Array, scores: jax.Array, avail: jax.Array) -> jax.A
     return jax.random.categorical(key, jnp.where(avail, scores, -1e10), axis=-1)
 
 
+def tanh_with_noise(noise_std: float) -> ActionSelector:
+    """Continuous exploration: tanh(scores) plus Gaussian noise of `noise_std`, clipped to [-1, 1]."""
+
+    def select(key, scores, avail):
+        noise = noise_std * jax.random.normal(key, scores.shape, scores.dtype)
+        return jnp.clip(jnp.tanh(scores) + noise, -1.0, 1.0)
+
+    return select
+
+
 def deterministic_continuous(key, scores, avail):
     """The greedy choice of a continuous deterministic actor: tanh of its scores, float [..., |A|] in [-1, 1]."""
     return jnp.tanh(scores)
