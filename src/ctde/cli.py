@@ -49,8 +49,17 @@ def _enable_compile_cache() -> None:
 
 def _train(args) -> int:
     from ctde.config import build_config
+    from ctde.errors import ConfigError
     from ctde.training.runner import train
 
+    if args.resume and args.config:
+        # Ignoring the file silently would continue the old run while the user believes its options took effect.
+        raise ConfigError(f"--config cannot be combined with --resume: a resumed run continues with the "
+                          f"configuration saved in {Path(args.resume) / 'config.yaml'} (only steps and some log.* "
+                          f"options may change, as key=value). Drop --config, or start a new run with it.")
+    if args.resume and args.overwrite:
+        raise ConfigError(f"--overwrite cannot be combined with --resume: --resume continues {args.resume}, "
+                          f"--overwrite would delete it. Drop one of them.")
     _enable_compile_cache()
     if args.resume:
         train(resume=args.resume, resume_overrides=args.overrides)
@@ -59,9 +68,18 @@ def _train(args) -> int:
     return 0
 
 
+def _positive(value: int | None, flag: str) -> None:
+    """Refuse a count flag below 1 here: further down it would be an empty array or a JAX shape error."""
+    from ctde.errors import ConfigError
+
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} must be at least 1, got {value}.")
+
+
 def _eval(args) -> int:
     from ctde.training.runner import evaluate
 
+    _positive(args.episodes, "--episodes")
     _enable_compile_cache()
     evaluate(args.run, model=args.model, episodes=args.episodes)
     return 0
@@ -80,6 +98,7 @@ def _audit(args) -> int:
     from ctde.errors import AuditFailedError
     from ctde.policy import audit_policy, load_policy
 
+    _positive(args.trials, "--trials")  # an audit of no trials checks nothing, yet would report a pass
     policy = load_policy(args.policy)
     report = audit_policy(policy, trials=args.trials)
     print(f"Audit of {args.policy} ({policy.spec['network']}, own inputs: {', '.join(policy.spec['inputs'])}):")
@@ -185,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CtdeError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        from ctde.training.checkpoint import DISK_FULL_ERRNOS
+
+        if e.errno not in DISK_FULL_ERRNOS:
+            raise
+        # Checkpoints are written atomically, and metrics rows cut short are dropped on resume.
+        print(f"error: the disk is full writing {e.filename or 'a run file'} ({e.strerror}). Files written before "
+              f"are kept; free space, then continue with `ctde train --resume <run>`.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is kept; continue with `ctde train --resume <run>`.", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -340,8 +341,13 @@ def type_name(kind: Any) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
-def _suggest(word: str, candidates: list[str]) -> str:
+def _suggest(word: str, candidates: list[str], near_best: bool = False) -> str:
+    """The "Did you mean ...?" hint: up to 3 close candidates; `near_best`: only those about as close as the
+    closest (a typo of a dotted key, 'algo.lrr', also resembles its section and that section's longer keys)."""
     close = difflib.get_close_matches(word, candidates, n=3, cutoff=0.5)
+    if near_best and close:
+        ratio = {c: difflib.SequenceMatcher(None, word, c).ratio() for c in close}
+        close = [c for c in close if ratio[c] >= ratio[close[0]] - 0.1]
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
@@ -383,6 +389,8 @@ def coerce(key: str, raw: Any, kind: Any) -> Any:
             value = float(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}={raw!r}: expected an integer (2e6 style is fine).") from None
+        if not math.isfinite(value):  # float() reads inf and nan; neither is a count ("got a fraction" would mislead)
+            raise ConfigError(f"{key}={raw!r}: expected an integer, got a value that is not finite.")
         if not value.is_integer():
             raise ConfigError(f"{key}={raw!r}: expected an integer, got a fraction.")
         return int(value)
@@ -405,10 +413,13 @@ def set_option(config: TrainConfig, key: str, raw: Any) -> None:
         names = [f.name for f in _public_fields(cls)]
         if part not in names:
             scope = ".".join(parts[:depth])
-            all_keys = [k for k, *_ in iter_options()] + [f.name for f in _public_fields(TrainConfig)]
+            # Every option and section name, once (top-level options such as `steps` are both).
+            every = [k for k, *_ in iter_options()] + [f.name for f in _public_fields(TrainConfig)]
+            all_keys = list(dict.fromkeys(every))
             where = f" in section '{scope}'" if scope else ""
             raise ConfigError(
-                f"Unknown option '{key}'{where}.{_suggest(key, all_keys)} Run `ctde train --help` for every option.")
+                f"Unknown option '{key}'{where}.{_suggest(key, all_keys, near_best=True)} Run `ctde train --help` for "
+                f"every option.")
         kind = _field_types(cls)[part]
         if dataclasses.is_dataclass(kind):
             target = getattr(target, part)
@@ -458,9 +469,15 @@ def to_dict(config: Any) -> dict:
 
 def load_yaml(path: str | Path) -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"Config file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"Config file {path} is a folder, not a YAML file. Give the path of a .yaml file.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config file {path} is not a text file (not UTF-8); give a YAML file of options.") from None
+    except OSError as e:  # permissions, a broken link, ...: say which file and why, not a traceback
+        raise ConfigError(f"Config file {path} cannot be read: {e.strerror or e}.") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
     if data is None:
@@ -475,7 +492,12 @@ def build_config(overrides: list[str] | None = None, config_file: str | Path | N
     """Defaults, then a YAML file, then `key=value` overrides, each checked as it is applied."""
     config = base if base is not None else TrainConfig()
     if config_file is not None:
-        config = from_dict(load_yaml(config_file), config)
+        data = load_yaml(config_file)  # its own errors name the file
+        try:
+            config = from_dict(data, config)
+        except ConfigError as e:
+            # A bad option in the file: say which file, or the user looks for it on the command line.
+            raise ConfigError(f"Config file {config_file}: {e}") from None
     for key, value in parse_overrides(overrides or []):
         set_option(config, key, value)
     return config

@@ -35,6 +35,10 @@ def check_env(config: EnvConfig, ltr_options=None) -> None:
 
     `ltr_options`: the run's `ltr` section (an `LTRConfig`), checked for env=ltr:<path>; None = its defaults."""
     family, name = split_id(config.id)
+    sized = ("hallway", "retreat")  # the toy environments that read env.toy_size
+    if config.toy_size is not None and not (family == "toy" and name in sized):
+        raise ConfigError(f"env.toy_size sizes {' and '.join(f'toy:{n}' for n in sized)}; {config.id} has no size "
+                          f"parameter and would ignore it. Remove env.toy_size.")
     if family == "mpe":
         from ctde.envs.mpe import check_options
 
@@ -62,6 +66,10 @@ def check_env(config: EnvConfig, ltr_options=None) -> None:
             close = difflib.get_close_matches(name, list(TOY_ENVS), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"Unknown toy environment '{name}'.{hint} Valid: {', '.join(TOY_ENVS)}.")
+        if config.episode_limit is not None:
+            # Each toy task's length is part of its definition (hallway: toy_size + 3 steps); a limit would be ignored.
+            raise ConfigError(f"env.episode_limit does not apply to {config.id}, whose episode length is part of the "
+                              f"task (`ctde envs` lists it). Remove env.episode_limit.")
 
 
 def make_env(config: EnvConfig, views: tuple[str, ...] = (), ltr_options=None) -> Environment:

@@ -116,10 +116,11 @@ WITH_FIXED_SIDE = tuple(name for name, s in SCENARIOS.items() if s.fixed is not 
 
 def _import_jaxmarl() -> None:
     """Import jaxmarl with file descriptor 1 silenced the first time (it prints two lines about optional
-    submodules, and swaps sys.stdout while doing so)."""
+    submodules, and swaps sys.stdout and sys.stderr while doing so: its mabrax module sets both back to
+    sys.__stdout__ / sys.__stderr__, which would undo a caller's redirection, e.g. of our error message)."""
     if "jaxmarl" not in sys.modules:
         sys.stdout.flush()
-        saved_stdout, saved_fd = sys.stdout, os.dup(1)
+        saved_stdout, saved_stderr, saved_fd = sys.stdout, sys.stderr, os.dup(1)
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 1)
             try:
@@ -127,7 +128,7 @@ def _import_jaxmarl() -> None:
             finally:
                 os.dup2(saved_fd, 1)
                 os.close(saved_fd)
-                sys.stdout = saved_stdout
+                sys.stdout, sys.stderr = saved_stdout, saved_stderr
 
 
 def _make_jaxmarl(env_id: str, continuous_actions: bool = False, **kwargs):

@@ -63,11 +63,12 @@ REFUSED_MAPS = {
 
 
 def _import_jaxmarl_smax():
-    # jaxmarl prints two lines about optional submodules on import (and swaps sys.stdout while doing so);
-    # silence file descriptor 1 for the import to keep the user's terminal clean.
+    # jaxmarl prints two lines about optional submodules on import (and swaps sys.stdout and sys.stderr while
+    # doing so, setting both back to sys.__stdout__ / sys.__stderr__: a caller's redirection would be lost);
+    # silence file descriptor 1 for the import to keep the user's terminal clean, and restore both streams.
     if "jaxmarl.environments.smax" not in sys.modules:
         sys.stdout.flush()
-        saved_stdout, saved_fd = sys.stdout, os.dup(1)
+        saved_stdout, saved_stderr, saved_fd = sys.stdout, sys.stderr, os.dup(1)
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 1)
             try:
@@ -75,7 +76,7 @@ def _import_jaxmarl_smax():
             finally:
                 os.dup2(saved_fd, 1)
                 os.close(saved_fd)
-                sys.stdout = saved_stdout
+                sys.stdout, sys.stderr = saved_stdout, saved_stderr
     return sys.modules["jaxmarl.environments.smax"]
 
 
@@ -159,6 +160,8 @@ class SMAXEnv:
         check_map(map_name)
         if sight_range is not None and sight_range < 0:
             raise ConfigError(f"env.sight_range={sight_range}: a sight range cannot be negative.")
+        if episode_limit is not None and episode_limit < 1:
+            raise ConfigError(f"env.episode_limit={episode_limit} must be at least 1.")
         self.map_name = map_name
         limit = episode_limit if episode_limit is not None else episode_limit_for(map_name, smac_parity)
         self._env = HeuristicEnemySMAX(scenario=_scenario(map_name), max_steps=limit, see_enemy_actions=True,

@@ -58,6 +58,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
         (algo.slice_devices >= 0, "algo.slice_devices must be 0 (automatic) or positive"),
     ]
     require(checks)
+    _check_step_counts(config)
+    _check_out(config.out)
     kind = backbone_family(algo.name)
     on_policy = kind == "policy_gradient"
     _refuse_unused_options(config)
@@ -107,6 +109,38 @@ def resolve(config: TrainConfig) -> TrainConfig:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         config.out = f"runs/{family}_{name}_{algo.name}_{config.paradigm.name}_{stamp}"
     return config
+
+
+# The device counts env steps in int32 (2,147,483,647 at most). The last evaluation mark (steps rounded up to a
+# multiple of eval.interval) must fit, with room left for the rollout a seed may run past it.
+MAX_ENV_STEPS = 2_000_000_000
+
+
+def _check_step_counts(config: TrainConfig) -> None:
+    last_mark = -(-config.steps // config.eval.interval) * config.eval.interval
+    if last_mark > MAX_ENV_STEPS:
+        raise ConfigError(
+            f"steps={config.steps:,} (last evaluation at {last_mark:,} env steps with eval.interval="
+            f"{config.eval.interval:,}) is more than a run can count: at most {MAX_ENV_STEPS:,} env steps per seed "
+            f"(the device counts them in 32 bits). Lower steps (or eval.interval).")
+
+
+def _check_out(out: str | None) -> None:
+    """out= must be (or become) a folder: refuse it when it, or a folder it would be created in, is a file,
+    before anything is written (the runner would otherwise stop with an OS error's traceback)."""
+    if out is None:
+        return
+    from pathlib import Path
+
+    path = Path(out).expanduser()
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            return
+        if candidate.exists():
+            if candidate == path:
+                raise ConfigError(f"out={out} is a file, not a run directory. Choose another out=<folder>.")
+            raise ConfigError(f"out={out} cannot be created: {candidate} is a file, not a folder. Choose another "
+                              f"out=<folder>.")
 
 
 # Options that only some kinds of backbone read. Setting one for another kind is a mistake worth reporting.
