@@ -30,6 +30,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from ctde.errors import TrainingDivergedError
 from ctde.training.checkpoint import Checkpoints
 from ctde.training.rollout import collect, greedy_for
 
@@ -186,6 +187,17 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
             for s in range(seeds):
                 f.write(json.dumps({"seed": config.seed + s, "step": step,
                                     **{k: float(v[s]) for k, v in metrics.items()}}) + "\n")
+        diverged = ~np.isfinite(metrics["train_loss"])
+        if diverged.any():
+            last = checkpoints.latest()
+            checkpoints.close()
+            kept = (f"The last good stage-2 checkpoint (distillation step {last * log_every:,}) is kept in "
+                    f"{directory}." if last is not None else "No stage-2 checkpoint had been written yet; stage 1's "
+                    "are kept.")
+            raise TrainingDivergedError(
+                f"The distillation loss became NaN or infinite in the {log_every:,} steps up to distillation step "
+                f"{step:,} (seed {config.seed + int(np.argmax(diverged))}). {kept} Continue from it with `ctde train --resume "
+                f"{run_dir}`; if it diverges again, use a lower {paradigm.name}.distill_lr in a new run.")
         if show_progress and (index == n_chunks - 1 or (index + 1) % max(1, n_chunks // 10) == 0):
             say(f"distillation step {step:,}/{options.distill_steps:,}: train loss "
                 f"{np.mean(metrics['train_loss']):.4f}, held-out {np.mean(metrics['heldout_loss']):.4f}")

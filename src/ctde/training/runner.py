@@ -55,7 +55,11 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     path = run_dir / "config.yaml"
     if not path.exists():
         raise CheckpointError(f"{run_dir} is not a ctde run directory (no config.yaml).")
-    return from_dict(load_yaml(path))
+    try:
+        return from_dict(load_yaml(path))
+    except ConfigError as e:
+        raise ConfigError(f"The run's saved configuration {path} does not load in this ctde: {e} Was it written by "
+                          f"another ctde version? Use that version, or start a new run.") from None
 
 
 class _Progress:
@@ -116,6 +120,9 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
     if resume is not None:
         run_dir = Path(resume)
         saved = load_run_config(run_dir)
+        if not (run_dir / "checkpoints").is_dir():
+            raise CheckpointError(f"{run_dir} has no checkpoints/ to resume from: it stopped before its first "
+                                  f"checkpoint. Start it again without --resume (with --overwrite to replace it).")
         config = build_config(resume_overrides or [], base=copy.deepcopy(saved))
         changed = [k for k, v in _flat(to_dict(config)).items() if _flat(to_dict(saved))[k] != v]
         bad = [k for k in changed if k not in RESUMABLE_CHANGES]
