@@ -412,6 +412,13 @@ def _paths(out: Any, default: str) -> dict[str, np.ndarray]:
     return {default: np.asarray(out)}
 
 
+def _padded(x: np.ndarray, length: int) -> np.ndarray:
+    """`x` [T, ...] extended to [length, ...] by repeating its last step."""
+    if x.shape[0] >= length:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], length - x.shape[0], axis=0)], axis=0)
+
+
 def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: int, state_dim: int,
                         episodes: list[dict] | None, trials: int, horizon: int, seed: int,
                         held: Callable[[dict, int], tuple] | None = None, continuous: bool = False,
@@ -432,6 +439,7 @@ def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: in
     fn = jax.jit(fn)
     recorded = list(episodes or [])
     random_horizon = max([horizon] + [int(np.asarray(e["obs"]).shape[0]) for e in recorded])
+    padded_length = random_horizon if recorded else horizon
     fixed_scales = fixed_scales or {}
     results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for trial in range(trials * (2 if recorded else 1)):
@@ -445,10 +453,18 @@ def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: in
             base = _random_episode(rng, size, n_agents, obs_dim, n_actions, state_dim, continuous)
             other = _random_episode(rng, size, n_agents, obs_dim, n_actions, state_dim, continuous)
         length = min(np.asarray(base["obs"]).shape[0], np.asarray(other["obs"]).shape[0])
-        base = {k: np.asarray(v)[:length] for k, v in base.items()}
-        other = {k: np.asarray(v)[:length] for k, v in other.items()}
+        # Every call gets the same episode length (the last step repeated), so `fn` compiles once per audit and
+        # not once per recorded length; only the first `length` steps are compared. A causal policy's outputs
+        # there do not depend on the padding; a policy that reads ahead reads padding built from other agents'
+        # inputs too, which is a leak all the same.
+        base = {k: _padded(np.asarray(v)[:length], padded_length) for k, v in base.items()}
+        other = {k: _padded(np.asarray(v)[:length], padded_length) for k, v in other.items()}
+
+        def outputs(*args, length=length):
+            return {name: value[:length] for name, value in _paths(fn(*args), default).items()}
+
         fixed = held(base, trial) if held is not None else ()
-        reference = _paths(fn(base["obs"], base["last_action"], base["avail"], base["state"], *fixed), default)
+        reference = outputs(base["obs"], base["last_action"], base["avail"], base["state"], *fixed)
         scales = {name: fixed_scales.get(name, np.abs(ref).max() + 1e-6) for name, ref in reference.items()}
         for name in reference:
             results.setdefault(name, (np.zeros(n_agents), np.zeros(n_agents)))
@@ -457,11 +473,10 @@ def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: in
             keep[i] = True
             mixed = {k: np.where(keep.reshape((1, n_agents) + (1,) * (base[k].ndim - 2)), base[k], other[k])
                      for k in ("obs", "last_action", "avail")}
-            perturbed = _paths(fn(mixed["obs"], mixed["last_action"], mixed["avail"], other["state"], *fixed),
-                               default)
+            perturbed = outputs(mixed["obs"], mixed["last_action"], mixed["avail"], other["state"], *fixed)
             own = {k: np.where(keep.reshape((1, n_agents) + (1,) * (base[k].ndim - 2)), other[k], base[k])
                    for k in ("obs", "last_action", "avail")}
-            changed = _paths(fn(own["obs"], own["last_action"], own["avail"], base["state"], *fixed), default)
+            changed = outputs(own["obs"], own["last_action"], own["avail"], base["state"], *fixed)
             for name, ref in reference.items():
                 deviation, sensitivity = results[name]
                 deviation[i] = max(deviation[i], np.abs(perturbed[name][:, i] - ref[:, i]).max() / scales[name])
