@@ -279,6 +279,12 @@ class LogConfig:
     checkpoints_kept: int = option(2, "how many recent checkpoints to keep")
     tensorboard: bool = option(True, "write TensorBoard event files")
     progress: bool = option(True, "draw a progress bar")
+    wandb: bool = option(
+        False, "also log the metric rows to Weights & Biases, one W&B run per seed (pip install 'ctde[wandb]'); "
+        "WANDB_MODE=offline writes them under <run>/wandb/ for a later `wandb sync`")
+    wandb_project: str = option("ctde", "W&B project (log.wandb=true)")
+    wandb_entity: str | None = option(None, "W&B entity, a user or team (None = your default entity)")
+    wandb_group: str | None = option(None, "W&B group of the run's seeds (None = the run directory's name)")
 
 
 @dataclass

@@ -60,6 +60,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     require(checks)
     _check_step_counts(config)
     _check_out(config.out)
+    _check_wandb(config)
     kind = backbone_family(algo.name)
     on_policy = kind == "policy_gradient"
     _refuse_unused_options(config)
@@ -123,6 +124,23 @@ def _check_step_counts(config: TrainConfig) -> None:
             f"steps={config.steps:,} (last evaluation at {last_mark:,} env steps with eval.interval="
             f"{config.eval.interval:,}) is more than a run can count: at most {MAX_ENV_STEPS:,} env steps per seed "
             f"(the device counts them in 32 bits). Lower steps (or eval.interval).")
+
+
+def _check_wandb(config: TrainConfig) -> None:
+    """log.wandb=true needs the optional wandb package; say so before anything compiles (the logger imports it
+    only when enabled)."""
+    if not config.log.wandb:
+        return
+    import importlib.util
+    import sys
+
+    # Already imported (or a stand-in put there by a test) counts; find_spec would refuse a module without a spec.
+    if sys.modules.get("wandb") is None and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("log.wandb=true needs the wandb package, which is not installed: pip install "
+                          "'ctde[wandb]' (or pip install wandb), or set log.wandb=false. TensorBoard and CSV "
+                          "logging need nothing extra.")
+    if not config.log.wandb_project:
+        raise ConfigError("log.wandb_project must name a W&B project (default: ctde).")
 
 
 def _check_out(out: str | None) -> None:

@@ -23,13 +23,14 @@ from ctde.experiments.report import plot_learning_curves, steps_to_reach, write_
 from ctde.policy import DecentralizedPolicy, audit_policy, make_policy
 from ctde.envs.base import evaluation_env
 from ctde.training.checkpoint import Checkpoints, abstract_of
-from ctde.training.logger import MetricsLogger, read_metrics
+from ctde.training.logger import MetricsLogger, read_metrics, wandb_settings
 from ctde.training.loop import Program, build_program
 from ctde.training.resolve import resolve
 from ctde.training.rollout import run_policy
 
 # Options that may change when resuming: they do not alter what has been computed so far.
-RESUMABLE_CHANGES = ("steps", "log.progress", "log.tensorboard", "log.checkpoint_every", "log.checkpoints_kept")
+RESUMABLE_CHANGES = ("steps", "log.progress", "log.tensorboard", "log.checkpoint_every", "log.checkpoints_kept",
+                     "log.wandb", "log.wandb_project", "log.wandb_entity", "log.wandb_group")
 
 
 @dataclass
@@ -148,7 +149,7 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
     program = build_program(config)
     keys = seed_keys(config)
     checkpoints = Checkpoints(run_dir / "checkpoints", keep=config.log.checkpoints_kept)
-    logger = MetricsLogger(run_dir, tensorboard=config.log.tensorboard)
+    logger = MetricsLogger(run_dir, tensorboard=config.log.tensorboard, wandb=wandb_settings(config))
     show = config.log.progress and not quiet
     progress = _Progress(show, config.steps, f"{config.env.id} {config.algo.name} {config.paradigm.name}")
     say = progress.log if not quiet else (lambda message: None)
