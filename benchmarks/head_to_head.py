@@ -1,0 +1,181 @@
+"""The head-to-head table: CTDE, CADP(D), PTDE(KD), IGM-DA and CTDS, all on QMIX, on the same SMAX maps, seeds
+and env-step budget, with the direction of each paper's claim (the paradigm's decentralized policy beats plain
+CTDE QMIX) found or not.
+
+    python benchmarks/head_to_head.py --budget smoke       # pipeline check: smax:3m, 3 seeds, 50k steps
+    python benchmarks/head_to_head.py --budget table       # <= 2 h on 2 cores: 3 seeds, 200k steps, maps where QMIX learns
+    python benchmarks/head_to_head.py --budget full        # GPU: the papers' hard maps, 5 seeds, 2M steps
+
+Which maps: plain CTDE QMIX runs first on every candidate map of the budget; a map stays in the table only if
+QMIX's median final test win rate there reaches `--learns` (0.5): a paradigm cannot show it improves on QMIX where
+QMIX learns nothing at that budget. The dropped maps and QMIX's score on them are recorded.
+
+Every method's score is its *exported decentralized policy*'s final greedy test win rate (CADP: the pruned D
+model; PTDE: the distilled student, `distill.json`; IGM-DA and CTDS: the student). Runs are ordinary run
+directories under --out (`<map>/<method>`); finished ones are reused, unfinished ones resumed. The table and the
+statistics come from `ctde compare` (IQM and mean with stratified bootstrap CIs, probability of improvement over
+CTDE). Results: benchmarks/results/head_to_head_<budget>.{json,md} and the compare folder's files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+QUIET = ["log.progress=false", "log.tensorboard=false"]
+
+BUDGETS = {
+    "smoke": {"maps": ["smax:3m"], "seeds": 3, "steps": 50_000, "eval_interval": 10_000, "eval_episodes": 16,
+              "distill_steps": 20_000, "buffer_size": 1000},
+    "table": {"maps": ["smax:3m", "smax:2s3z", "smax:8m"], "seeds": 3, "steps": 200_000, "eval_interval": 20_000,
+              "eval_episodes": 32, "distill_steps": 50_000, "buffer_size": 2000},
+    "full": {"maps": ["smax:5m_vs_6m", "smax:3s5z_vs_3s6z", "smax:3s_vs_5z", "smax:8m_vs_9m"], "seeds": 5,
+             "steps": 2_000_000, "eval_interval": 20_000, "eval_episodes": 32, "distill_steps": 500_000,
+             "buffer_size": 5000},
+}
+# (method, overrides, the paper's claim about it). Steps-dependent options are filled in by `method_overrides`.
+METHODS = {
+    "CTDE": (["paradigm=ctde"], None),
+    "CADP(D)": (["paradigm=cadp"], "CADP (Zhou et al.): the pruned decentralized model beats CTDE QMIX"),
+    "PTDE(KD)": (["paradigm=ptde"], "PTDE (Chen et al.): the distilled student beats plain QMIX, near its GIP teacher"),
+    "IGM-DA": (["paradigm=igm_da"], "IGM-DA (Hong et al.): the student imitating an unlimited-sight expert beats QMIX"),
+    "CTDS": (["paradigm=ctds"], "CTDS (Zhao et al.): the student distilled from a full-sight teacher beats QMIX"),
+}
+
+
+def method_overrides(method: str, budget: dict) -> list[str]:
+    extra = list(METHODS[method][0])
+    if method == "CADP(D)":
+        extra.append(f"cadp.prune_start={budget['steps'] // 2}")  # prune over the second half, as the paper's schedule
+    if method == "PTDE(KD)":
+        extra.append(f"ptde.distill_steps={budget['distill_steps']}")
+    return extra
+
+
+def run_method(map_id: str, method: str, budget: dict, out: Path, say) -> dict:
+    from ctde.training.runner import train
+
+    run_dir = out / map_id.replace(":", "_") / method.replace("(", "_").replace(")", "")
+    tic = time.perf_counter()
+    if (run_dir / "summary.json").exists():
+        status = "reused"
+    elif (run_dir / "checkpoints").is_dir():
+        train(resume=run_dir, quiet=True)
+        status = "resumed"
+    else:
+        args = [f"env={map_id}", "algo=qmix", f"seeds={budget['seeds']}", f"steps={budget['steps']}",
+                f"eval.interval={budget['eval_interval']}", f"eval.episodes={budget['eval_episodes']}",
+                f"algo.buffer_size={budget['buffer_size']}", f"out={run_dir}", *QUIET,
+                *method_overrides(method, budget)]
+        train(args, overwrite=True, quiet=True)
+        status = "trained"
+    seconds = time.perf_counter() - tic
+    say(f"{map_id:<16} {method:<9} {status} in {seconds:,.0f} s")
+    return {"map": map_id, "method": method, "run_dir": str(run_dir), "status": status, "seconds": round(seconds, 1)}
+
+
+def final_win_rates(run_dir: Path) -> list[float]:
+    """The exported model's final greedy test win rate per seed."""
+    from ctde.experiments.compare import final_scores, load_run
+
+    run = load_run(run_dir)
+    scores = final_scores(run, run.export_model, "win_rate")
+    return [float(x) for x in scores.values] if scores is not None else []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="smoke")
+    parser.add_argument("--maps", help="comma-separated map ids (default: the budget's candidates)")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--steps", type=float)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--learns", type=float, default=0.5, help="QMIX's median final win rate for a map to stay")
+    parser.add_argument("--out", default="/tmp/ctde_head_to_head")
+    args = parser.parse_args()
+    budget = dict(BUDGETS[args.budget])
+    if args.maps:
+        budget["maps"] = [m for m in args.maps.split(",") if m]
+    if args.seeds:
+        budget["seeds"] = args.seeds
+    if args.steps:
+        budget["steps"] = int(args.steps)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or "CTDE" not in methods:
+        parser.error(f"methods must include CTDE and come from {', '.join(METHODS)}; got {unknown or methods}")
+    out = Path(args.out) / args.budget
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    tic = time.perf_counter()
+    runs, kept, dropped = [], [], {}
+    for map_id in budget["maps"]:  # QMIX first: it decides which maps the table keeps
+        runs.append(run_method(map_id, "CTDE", budget, out, say))
+        wins = final_win_rates(Path(runs[-1]["run_dir"]))
+        if wins and float(np.median(wins)) >= args.learns:
+            kept.append(map_id)
+        else:
+            dropped[map_id] = {"qmix_final_win_rates": wins, "median": float(np.median(wins)) if wins else None}
+            say(f"{map_id}: QMIX's median final win rate {dropped[map_id]['median']} < {args.learns}: dropped")
+    for map_id in kept:
+        for method in methods:
+            if method != "CTDE":
+                runs.append(run_method(map_id, method, budget, out, say))
+
+    from ctde.experiments.compare import compare
+
+    table_dirs = [Path(r["run_dir"]) for r in runs if r["map"] in kept]
+    scores = {f"{r['map']} {r['method']}": final_win_rates(Path(r["run_dir"])) for r in runs}
+    claims = []
+    compared = None
+    if table_dirs:
+        compared = compare(table_dirs, out=out / "compare", metric="win_rate", models=["export"])
+        for map_id in kept:
+            base = scores[f"{map_id} CTDE"]
+            for method in methods:
+                if method == "CTDE":
+                    continue
+                ours = scores[f"{map_id} {method}"]
+                claims.append({"map": map_id, "method": method, "claim": METHODS[method][1],
+                               "mean": float(np.mean(ours)), "ctde_mean": float(np.mean(base)),
+                               "found": bool(np.mean(ours) > np.mean(base))})
+    result = {"date": time.strftime("%Y-%m-%d"), "budget": args.budget, "settings": budget, "methods": methods,
+              "learns_threshold": args.learns, "maps_kept": kept, "maps_dropped": dropped, "runs": runs,
+              "final_win_rates": scores, "claims": claims, "total_seconds": round(time.perf_counter() - tic, 1),
+              "compare_dir": str(out / "compare") if compared else None, "command": "python " + " ".join(sys.argv)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"head_to_head_{args.budget}.json").write_text(json.dumps(result, indent=2))
+    lines = [f"# Head-to-head on QMIX, budget `{args.budget}` ({result['date']})", "",
+             f"`{result['command']}`: {budget['seeds']} seeds, {budget['steps']:,} env steps per seed, "
+             f"{result['total_seconds'] / 60:.0f} min on this machine. Score: the exported decentralized policy's "
+             f"final greedy test win rate, mean ± std over seeds.", ""]
+    if dropped:
+        lines += ["Maps dropped because QMIX's median final win rate stayed below "
+                  f"{args.learns}: " + ", ".join(f"{m} ({d['median']})" for m, d in dropped.items()), ""]
+    if compared is not None:
+        lines += [compared.table_markdown, ""]
+        lines += ["| map | method | paper's claim | ours vs CTDE (mean win rate) | direction found |", "|---|---|---|---|---|"]
+        for c in claims:
+            lines.append(f"| {c['map']} | {c['method']} | {c['claim']} | {c['mean']:.2f} vs {c['ctde_mean']:.2f} | "
+                         f"{'yes' if c['found'] else 'no'} |")
+        if copy := (out / "compare" / "aggregate.md"):
+            if copy.exists():
+                shutil.copy(copy, RESULTS / f"head_to_head_{args.budget}_aggregate.md")
+    if args.budget == "smoke":
+        lines += ["", "A smoke budget checks the pipeline; its numbers say nothing about the papers' claims."]
+    (RESULTS / f"head_to_head_{args.budget}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
