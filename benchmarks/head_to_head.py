@@ -167,9 +167,9 @@ def main() -> int:
         for c in claims:
             lines.append(f"| {c['map']} | {c['method']} | {c['claim']} | {c['mean']:.2f} vs {c['ctde_mean']:.2f} | "
                          f"{'yes' if c['found'] else 'no'} |")
-        if copy := (out / "compare" / "aggregate.md"):
-            if copy.exists():
-                shutil.copy(copy, RESULTS / f"head_to_head_{args.budget}_aggregate.md")
+        aggregate_file = out / "compare" / "aggregate.md"
+        if aggregate_file.exists():
+            shutil.copy(aggregate_file, RESULTS / f"head_to_head_{args.budget}_aggregate.md")
     if args.budget == "smoke":
         lines += ["", "A smoke budget checks the pipeline; its numbers say nothing about the papers' claims."]
     (RESULTS / f"head_to_head_{args.budget}.md").write_text("\n".join(lines) + "\n")

@@ -78,7 +78,8 @@ def kill_plan(kills: int, seed: int) -> list[tuple[str, "object"]]:
 
 
 def run_kills(work: Path, kills: int, seed: int, say) -> dict:
-    from ctde.experiments.faults import cli_environment, kill_during, resume_and_compare, run_cli
+    from ctde.experiments.faults import (cli_environment, comparable_rows, first_difference, kill_during,
+                                         resume_and_compare, run_cli)
 
     env = cli_environment(work / "compile_cache")
     plan = kill_plan(kills, seed)
@@ -106,14 +107,12 @@ def run_kills(work: Path, kills: int, seed: int, say) -> dict:
             resumed = resume_and_compare(run_dir, references[job], env)
             row.update(resumed)
             restart = run_cli(["train", *JOBS[job], f"out={run_dir}", "--overwrite"], env)
-            from ctde.experiments.faults import comparable_rows, first_difference
-
             row["restarted"] = restart.returncode == 0
             row["metrics_equal"] = restart.returncode == 0 and first_difference(
                 comparable_rows(run_dir / "metrics.jsonl"), comparable_rows(references[job] / "metrics.jsonl")) is None
             row["env_steps_lost_at_most"] = outcome.logged_env_steps + chunk
         else:
-            if "stage_two" == trigger.kind:
+            if trigger.kind == "stage_two":
                 row["env_steps_lost_at_most"] = 0  # stage 1 was complete and checkpointed
             else:
                 in_flight = 0 if outcome.writing_checkpoint else chunk
