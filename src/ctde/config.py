@@ -263,6 +263,9 @@ class RolloutConfig:
     auto_reset: bool | None = option(
         None, "reset finished environments inside a rollout (JaxMARL style); false pads after the episode ends; "
         "None = false for value decomposition, true for MAPPO (whose environments also continue across rollouts)")
+    host_processes: bool | None = option(
+        None, "host-side environments (smac, smaclite, grf, hostenv): each in its own process (true) or all in the "
+        "trainer's (false); None = own processes when there are several (seeds x num_envs > 1)")
 
 
 @dataclass

@@ -39,11 +39,20 @@ def off_policy_iteration(backbone: Any, state: Any, active: jax.Array | None, se
     Returns the new state, episode sums, summed update metrics and the number of updates made. Where `active`
     (bool [], None for true) is false, a vmapped seed that has reached its evaluation mark while others go on
     (ctde.algos.seeds), the state comes back unchanged and the sums are zero."""
-    algo, paradigm = backbone.algo, backbone.paradigm
+    paradigm = backbone.paradigm
     rng, rollout_key, update_key = jax.random.split(state.rng, 3)
     trajectory, stats = collect(backbone.env, paradigm, state.params.agents, rollout_key, num_envs=backbone.num_envs,
                                 length=backbone.length, auto_reset=backbone.auto_reset, model=paradigm.collect_model,
                                 select_actions=select_actions)
+    return store_and_learn(backbone, state, trajectory, stats, active, rng, update_key)
+
+
+def store_and_learn(backbone: Any, state: Any, trajectory: Trajectory, stats: EpisodeStats, active: jax.Array | None,
+                    rng: jax.Array, update_key: jax.Array) -> tuple[Any, EpisodeStats, dict[str, jax.Array], jax.Array]:
+    """The part of `off_policy_iteration` after collecting: store the episodes (trajectory [E, T + 1, ...], their
+    sums `stats`), then learn. `rng` becomes the state's next key. The host loop (`ctde.training.host`), whose
+    episodes come from environments outside JAX, calls this directly."""
+    algo = backbone.algo
     stats = where_active(active, stats, EpisodeStats.zero())
     state = state.replace(replay=store_episodes(backbone.replay, state.replay, trajectory, active),
                           rng=where_active(active, rng, state.rng), env_steps=state.env_steps + stats.env_steps,

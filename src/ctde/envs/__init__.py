@@ -6,6 +6,7 @@ import difflib
 
 from ctde.config import EnvConfig
 from ctde.envs.base import FULL_OBS, Environment, EnvSpec, TimeStep
+from ctde.envs.host import HOST_FAMILIES, check_host_env, is_host_family
 from ctde.errors import ConfigError
 
 FAMILIES = {
@@ -14,6 +15,7 @@ FAMILIES = {
     "toy": "tiny environments for fast tests",
     "ltr": "Learning to Rank on LETOR/SVMlight files (ltr:<file or folder>): one agent per document, reward NDCG@k",
 }
+FAMILIES.update(HOST_FAMILIES)  # stepped on the host, trained by ctde.training.host
 
 __all__ = ["FULL_OBS", "Environment", "EnvSpec", "TimeStep", "make_env", "split_id", "list_environments"]
 
@@ -59,6 +61,8 @@ def check_env(config: EnvConfig, ltr_options=None) -> None:
         from ctde.envs.smax import check_map
 
         check_map(name)
+    elif is_host_family(family):
+        check_host_env(family, name, config.sight_range)
     elif family == "toy":
         from ctde.envs.toy import TOY_ENVS
 
@@ -78,6 +82,10 @@ def make_env(config: EnvConfig, views: tuple[str, ...] = (), ltr_options=None) -
     `ltr_options`: the run's `ltr` section (an `LTRConfig`) for env=ltr:<path>; None = its defaults."""
     check_env(config, ltr_options)
     family, name = split_id(config.id)
+    if is_host_family(family):
+        from ctde.envs.host.environment import make_host_env
+
+        return make_host_env(family, name, config.sight_range, config.episode_limit, views)
     if family == "ltr":
         from ctde.envs.ltr import LTREnv
 
@@ -126,4 +134,28 @@ def list_environments() -> list[dict]:
 
     rows.append({"id": "ltr:<path>", "agents": LTRConfig().docs_per_query, "enemies": 0, "episode_limit": 1,
                  "views": "", "description": LTR_DESCRIPTION})
+    rows.extend(host_rows())
+    return rows
+
+
+def host_rows() -> list[dict]:
+    """One row per host-side family (and GRF scenario), saying whether its package is installed here."""
+    import importlib.util
+
+    from ctde.envs.host import GRF_SCENARIOS, INSTALL, MODULES
+
+    def installed(family: str) -> str:
+        module = MODULES[family].split(".")[0]
+        return "installed" if importlib.util.find_spec(module) else f"not installed: {INSTALL[family]}"
+
+    rows = [{"id": "smac:<map>", "agents": None, "enemies": None, "episode_limit": None, "views": FULL_OBS,
+             "description": f"host-side StarCraft II SMAC ({installed('smac')})"},
+            {"id": "smaclite:<map>", "agents": None, "enemies": None, "episode_limit": None, "views": "",
+             "description": f"host-side SMAClite ({installed('smaclite')})"}]
+    for scenario, (agents, limit) in GRF_SCENARIOS.items():
+        rows.append({"id": f"grf:{scenario}", "agents": agents, "enemies": None, "episode_limit": limit, "views": "",
+                     "description": f"host-side Google Research Football, PTDE's features ({installed('grf')})"})
+    rows.append({"id": "hostenv:<module>:<Class>", "agents": None, "enemies": None, "episode_limit": None,
+                 "views": "", "description": "host-side: any class with SMAC's methods (e.g. "
+                                             "hostenv:ctde.envs.host.testenv:TinyBattle, full_obs where it allows)"})
     return rows

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctde.envs.host import importable
+
 # The base run every `needs_run` case copies: the cheapest run that still writes every artifact (config,
 # metrics, a checkpoint, the exported policy and its audit).
 BASE_RUN_OPTIONS = ("env=toy:hallway", "algo=vdn", "steps=1000", "eval.interval=500", "eval.episodes=8",
@@ -265,8 +267,8 @@ CASES: list[BadInputCase] = [
     BadInputCase("smax_corridor", "environment", _train("env=smax:corridor"),
                  r"SMAX cannot express map 'corridor'.*terrain"),
     BadInputCase("smax_unknown_map", "environment", _train("env=smax:3mm"), r"Unknown SMAX map '3mm'.*Did you mean"),
-    BadInputCase("unknown_env_family", "environment", _train("env=smac:3m"),
-                 r"Unknown environment family 'smac'\. Did you mean 'smax'"),
+    BadInputCase("unknown_env_family", "environment", _train("env=smaxx:3m"),
+                 r"Unknown environment family 'smaxx'\. Did you mean 'smax'"),
     BadInputCase("env_without_family", "environment", _train("env=3m"), r"env='3m': expected family:name"),
     BadInputCase("unknown_toy_env", "environment", _train("env=toy:hallwya"),
                  r"Unknown toy environment 'hallwya'\. Did you mean 'hallway'"),
@@ -284,6 +286,22 @@ CASES: list[BadInputCase] = [
                  r"env\.episode_limit=0 must be at least 1"),
     BadInputCase("episode_limit_on_toy", "environment", _train("env=toy:hallway", "env.episode_limit=50"),
                  r"env\.episode_limit does not apply to toy:hallway"),
+    # Host-side environments (ctde.envs.host): the checks that run without their packages.
+    BadInputCase("grf_unknown_scenario", "environment", _train("env=grf:academy_3_vs_2"),
+                 r"Unknown GRF scenario 'academy_3_vs_2'.*academy_3_vs_1_with_keeper"),
+    *([BadInputCase("smac_not_installed", "environment", _train("env=smac:3m"),
+                    r"needs the `smac` package.*pip install git\+https://github\.com/oxwhirl/smac\.git")]
+      if not importable("smac.env") else []),
+    BadInputCase("hostenv_missing_module", "environment", _train("env=hostenv:no_such_module:Env"),
+                 r"module 'no_such_module' cannot be imported"),
+    BadInputCase("mappo_on_host_env", "combination",
+                 _train("env=hostenv:ctde.envs.host.testenv:TinyBattle", "algo=mappo"),
+                 r"algo=mappo is not available on host-side environments .* yet.*algo=iql, vdn, qmix or qplex"),
+    BadInputCase("host_processes_on_jax_env", "combination", _train("rollout.host_processes=true"),
+                 r"rollout\.host_processes places host-side environments .*toy:hallway runs inside JAX"),
+    BadInputCase("sight_range_on_host_env", "environment",
+                 _train("env=hostenv:ctde.envs.host.testenv:TinyBattle", "env.sight_range=3"),
+                 r"env\.sight_range is not available on hostenv:"),
     # --- data files ------------------------------------------------------------------------------------------
     BadInputCase("ltr_malformed_file", "data", lambda ws: _train(f"env=ltr:{ws / 'ranking.txt'}", "algo=vdn")(ws),
                  r"ranking\.txt:3: bad label 'garbage'", prepare=_ltr_file),

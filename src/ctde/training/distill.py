@@ -60,12 +60,30 @@ class Dataset:
     inputs: Any
 
 
+def distill_selector(program):
+    """How the teacher chooses actions while the data set is collected (`paradigm.distill_actions`)."""
+    paradigm, spec = program.paradigm, program.env.spec
+    return greedy_for(spec) if paradigm.distill_actions == "greedy" else paradigm.distill_sampler(spec)
+
+
 def _collect_dataset(program, agent_params, key, episodes: int, holdout: float) -> Dataset:
     paradigm, env = program.paradigm, program.env
-    select = greedy_for(env.spec) if paradigm.distill_actions == "greedy" else paradigm.distill_sampler(env.spec)
     trajectory, _ = collect(env, paradigm, agent_params, key, num_envs=episodes, length=env.spec.episode_limit,
-                            auto_reset=False, model=paradigm.distill_teacher, select_actions=select,
+                            auto_reset=False, model=paradigm.distill_teacher, select_actions=distill_selector(program),
                             deterministic=True)
+    return dataset_of(program, agent_params, trajectory, holdout)
+
+
+def collect_datasets(program, agent_params, keys, episodes: int, holdout: float) -> Dataset:
+    """Every seed's data set (params and keys with a leading seed axis), collected in the environment."""
+    return jax.jit(jax.vmap(lambda p, k: _collect_dataset(program, p, k, episodes, holdout)),
+                   compiler_options=program.compiler_options(learning=False))(agent_params, keys)
+
+
+def dataset_of(program, agent_params, trajectory, holdout: float) -> Dataset:
+    """The regression rows of the teacher's episodes (trajectory [E, T + 1, ...], one seed), split by episode."""
+    paradigm = program.paradigm
+    episodes = trajectory.reward.shape[0]
     tm = trajectory.transpose()  # [T + 1, E, ...]
     x, target = paradigm.distillation_rows(agent_params, tm.agent_inputs())  # [T + 1, E, (n,) ...]
     row_dims = paradigm.distill_row_dims
@@ -155,10 +173,7 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
 
     keys = jax.random.split(jax.random.PRNGKey(config.seed + 7919), seeds)
     dataset_keys, train_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-    acting = program.compiler_options(learning=False)  # programs that mostly step the environment
-    collect_dataset = jax.jit(jax.vmap(lambda p, k: _collect_dataset(program, p, k, options.distill_episodes,
-                                                                       options.holdout)), compiler_options=acting)
-    dataset = collect_dataset(agent_params, dataset_keys)
+    dataset = program.collect_datasets(agent_params, dataset_keys, options.distill_episodes, options.holdout)
     students = agent_params[student]
     state = DistillState(student=students, opt_state=jax.vmap(optimizer.init)(students),
                          step=jnp.zeros((seeds,), jnp.int32), rng=train_keys)
@@ -214,9 +229,7 @@ def run_distillation(run_dir: Path, program, agent_params: Any, *, resume: bool,
     results = {}
     # Recorded under the roles "teacher" and "student" whatever the paradigm calls its models.
     for role, model in (("teacher", teacher), ("student", student)):
-        results[role] = jax.device_get(jax.jit(jax.vmap(
-            lambda p, k, model=model: program.evaluate(p, k, model, episodes)), compiler_options=acting)(
-                trained, eval_keys))
+        results[role] = program.evaluate_seeds(trained, eval_keys, model, episodes)
     agreement = jax.device_get(jax.jit(jax.vmap(lambda p, d: heldout_action_agreement(program, p, d)))(
         trained, dataset))
     teacher_win, student_win = results["teacher"]["win_rate"], results["student"]["win_rate"]

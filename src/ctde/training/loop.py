@@ -23,7 +23,7 @@ from ctde.envs import make_env
 from ctde.envs.base import Environment, evaluation_env
 from ctde.paradigms import PARADIGMS, Paradigm, make_paradigm
 from ctde.training import cpu_kernels
-from ctde.training.rollout import EpisodeStats, collect, greedy_for
+from ctde.training.rollout import EpisodeStats, collect, greedy_for, run_policy
 
 
 SEED_AXIS = "seeds"
@@ -165,6 +165,31 @@ class Program:
 
         return jax.jit(chunk, donate_argnums=0, compiler_options=self.compiler_options())
 
+    # -- what the host does with a program (the host loop, ctde.training.host, overrides these) ----------
+
+    def compile_chunk(self, abstract: RunState, total_steps: jax.Array) -> tuple[Any, Any]:
+        """(chunk function, placement of its state): `compiled_chunk` compiled for `abstract`."""
+        compiled = self.compiled_chunk().lower(abstract, jnp.int32(0), total_steps).compile()
+        return compiled, compiled.input_shardings[0][0]
+
+    def evaluate_seeds(self, agent_params: Any, keys: jax.Array, model: str, episodes: int) -> dict[str, Any]:
+        """`evaluate` for every seed (params and keys with a leading seed axis): {metric: [seeds]}."""
+        return jax.device_get(jax.jit(jax.vmap(lambda p, k: self.evaluate(p, k, model, episodes)),
+                                      compiler_options=self.compiler_options(learning=False))(agent_params, keys))
+
+    def run_policy(self, policy: Any, key: jax.Array, episodes: int) -> tuple[dict[str, float], list[dict]]:
+        """Greedy episodes of the exported policy's first seed (`ctde.training.rollout.run_policy`)."""
+        return run_policy(policy, evaluation_env(self.env), policy.seed_params(0), key, episodes=episodes)
+
+    def collect_datasets(self, agent_params: Any, keys: jax.Array, episodes: int, holdout: float) -> Any:
+        """Stage 2's data set for every seed (`ctde.training.distill.collect_datasets`)."""
+        from ctde.training.distill import collect_datasets
+
+        return collect_datasets(self, agent_params, keys, episodes, holdout)
+
+    def close(self) -> None:
+        """Release what the program holds outside JAX (the host loop's environment processes)."""
+
     def compiler_options(self, learning: bool = True) -> dict[str, str] | None:
         """XLA options for this run's training programs, or (learning=False) its evaluation-only programs:
         the CPU kernels `algo.cpu_kernels` selects (`ctde.training.cpu_kernels`)."""
@@ -182,5 +207,8 @@ def build_program(config: TrainConfig) -> Program:
     backbone = make_backbone(config, env, paradigm)
     n_blocks = -(-config.steps // config.eval.interval)
     n_chunks = -(-n_blocks // config.log.chunk_evals)
-    return Program(config=config, env=env, paradigm=paradigm, backbone=backbone, n_blocks=n_blocks,
-                   n_chunks=n_chunks)
+    # A host-side environment (SMAC, GRF, ...) is stepped outside JAX: the host loop drives the same backbone.
+    kind = Program
+    if getattr(env, "host", None) is not None:
+        from ctde.training.host import HostProgram as kind
+    return kind(config=config, env=env, paradigm=paradigm, backbone=backbone, n_blocks=n_blocks, n_chunks=n_chunks)

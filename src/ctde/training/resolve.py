@@ -25,6 +25,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ConfigError(f"algo={config.algo.name!r} is not available; valid: {', '.join(BACKBONES)}.")
 
     paradigm = PARADIGMS[config.paradigm.name]
+    _check_host_side(config, paradigm)
     spec = make_env(config.env, ltr_options=config.ltr).spec  # cheap: builds no JAX program (LTR data: read once)
     missing = [view for view in paradigm.required_views if view not in spec.available_views]
     if missing:
@@ -102,7 +103,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
     if algo.epsilon_anneal_steps is None and kind == "value_decomposition":
         from ctde.envs.smax import HARD_MAPS
 
-        algo.epsilon_anneal_steps = 500_000 if family == "smax" and name in HARD_MAPS else 50_000
+        algo.epsilon_anneal_steps = 500_000 if family in ("smax", "smac", "smaclite") and name in HARD_MAPS else 50_000
     if config.env.episode_limit is None and family in ("smax", "mpe"):
         config.env.episode_limit = spec.episode_limit
     paradigm.resolve_options(config)
@@ -258,3 +259,31 @@ def _refuse_other_paradigm_options(config: TrainConfig) -> None:
             verb, them = ("configures", "it") if len(changed) == 1 else ("configure", "them")
             raise ConfigError(f"{', '.join(changed)} {verb} paradigm={name}, but paradigm={config.paradigm.name}. "
                               f"Add paradigm={name} or remove {them}.")
+
+
+def _check_host_side(config: TrainConfig, paradigm) -> None:
+    """What the host loop (`ctde.training.host`: SMAC, SMAClite, GRF, hostenv) can run, refused with the reason."""
+    from ctde.envs import split_id
+    from ctde.envs.host import FULL_SIGHT_REFUSALS, is_host_family, refuse_views
+
+    family, name = split_id(config.env.id)
+    if not is_host_family(family):
+        if config.rollout.host_processes is not None:
+            raise ConfigError(f"rollout.host_processes places host-side environments (smac, smaclite, grf, hostenv) "
+                              f"in processes; {config.env.id} runs inside JAX. Remove rollout.host_processes.")
+        return
+    kind = backbone_family(config.algo.name)
+    if kind != "value_decomposition":
+        why = {"policy_gradient": "MAPPO keeps its environments running across fixed-length rollouts (auto-reset) and "
+                                  "consumes each rollout at once",
+               "actor_critic": "MADDPG's iteration (its actors' exploration noise, its critics' updates) has no host "
+                               "version"}[kind]
+        raise IncompatibleError(
+            f"algo={config.algo.name} is not available on host-side environments ({config.env.id}) yet: the host loop "
+            f"collects whole episodes into the episode replay of the value-decomposition backbones, while {why}. "
+            f"Use algo=iql, vdn, qmix or qplex there, or a smax:/mpe: environment for algo={config.algo.name}.")
+    if config.rollout.auto_reset or config.rollout.length is not None:
+        raise ConfigError(f"rollout.auto_reset and rollout.length do not apply to host-side environments: the host "
+                          f"loop collects one whole episode per environment. Remove them.")
+    if paradigm.required_views and family in FULL_SIGHT_REFUSALS:
+        refuse_views(config.env.id, paradigm.required_views, FULL_SIGHT_REFUSALS[family])

@@ -21,15 +21,13 @@ from ctde.config import TrainConfig, build_config, load_yaml, from_dict, save_co
 from ctde.errors import CheckpointError, ConfigError, TrainingDivergedError
 from ctde.experiments.report import plot_learning_curves, steps_to_reach, write_report
 from ctde.policy import DecentralizedPolicy, audit_policy, make_policy
-from ctde.envs.base import evaluation_env
 from ctde.training.checkpoint import Checkpoints, abstract_of
 from ctde.training.logger import MetricsLogger, read_metrics, wandb_settings
 from ctde.training.loop import Program, build_program
 from ctde.training.resolve import resolve
-from ctde.training.rollout import run_policy
 
 # Options that may change when resuming: they do not alter what has been computed so far.
-RESUMABLE_CHANGES = ("steps", "log.progress", "log.tensorboard", "log.checkpoint_every", "log.checkpoints_kept",
+RESUMABLE_CHANGES = ("steps", "rollout.host_processes", "log.progress", "log.tensorboard", "log.checkpoint_every", "log.checkpoints_kept",
                      "log.wandb", "log.wandb_project", "log.wandb_entity", "log.wandb_group")
 
 
@@ -168,10 +166,9 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
         total_steps = jnp.int32(config.steps)
         if start_chunk < program.n_chunks:  # a finished stage 1 (resuming a later stage) needs no compilation
             tic = time.perf_counter()
-            compiled = program.compiled_chunk().lower(abstract, jnp.int32(0), total_steps).compile()
+            compiled, placement = program.compile_chunk(abstract, total_steps)
             this_compile = time.perf_counter() - tic
             compile_seconds = compile_seconds if compile_seconds is not None else this_compile
-            placement = compiled.input_shardings[0][0]
             state = program.init(keys, placement) if state is None else jax.device_put(state, placement)
 
         wall = wall_before
@@ -221,10 +218,24 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
             if stopped_early is not None:
                 say(f"Stopped early at {stopped_early:,} env steps: the stopping condition was met.")
                 break
+    except BaseException:
+        program.close()
+        raise
     finally:
         progress.stop()
         logger.close()
 
+    try:
+        return _finish(run_dir, config, program, state, checkpoints, start_chunk, resume, say, show, wall,
+                       compile_seconds, stopped_early, quiet)
+    finally:
+        program.close()
+
+
+def _finish(run_dir: Path, config: TrainConfig, program: Program, state: Any, checkpoints: Checkpoints,
+            start_chunk: int, resume: Any, say: Callable[[str], None], show: bool, wall: float,
+            compile_seconds: float, stopped_early: int | None, quiet: bool) -> RunResult:
+    """After reinforcement learning: later stages, export, the exported policy's evaluation and audit, report."""
     rows = read_metrics(run_dir)
     agent_params = program.backbone.agent_params(state.learner)
     stage_summary: dict = {}
@@ -239,9 +250,8 @@ def train(config: TrainConfig | list[str] | dict | None = None, *, resume: str |
                                                            resume=resume is not None and not stage_one_moved,
                                                            say=say, show_progress=show)
     policy = export(run_dir, program=program, agent_params=agent_params)
-    policy_stats, episodes = run_policy(policy, evaluation_env(program.env), policy.seed_params(0),
-                                        jax.random.PRNGKey(config.seed),
-                                        episodes=max(config.eval.episodes, 8))
+    policy_stats, episodes = program.run_policy(policy, jax.random.PRNGKey(config.seed),
+                                                max(config.eval.episodes, 8))
     audit = audit_policy(policy, episodes=episodes[:4])
     (run_dir / "policy" / "audit.json").write_text(json.dumps(audit.to_dict(), indent=2))
     checkpoints.close()
@@ -346,9 +356,10 @@ def evaluate(run_dir: str | Path, *, model: str | None = None, episodes: int | N
     episodes = episodes or max(config.eval.episodes, 32)
     params, meta = restore_agent_params(run_dir, program)
     keys = jax.random.split(jax.random.PRNGKey(seed), config.seeds)
-    evaluate_seeds = jax.jit(jax.vmap(lambda p, k: program.evaluate(p, k, model, episodes)),
-                             compiler_options=program.compiler_options(learning=False))
-    results = jax.device_get(evaluate_seeds(params, keys))
+    try:
+        results = program.evaluate_seeds(params, keys, model, episodes)
+    finally:
+        program.close()
     per_seed = [{"seed": config.seed + s, **{k: float(v[s]) for k, v in results.items()}} for s in range(config.seeds)]
     summary = {k: {"mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in results.items()}
     report = {"run": str(run_dir), "model": model, "episodes_per_seed": episodes,

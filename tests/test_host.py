@@ -1,0 +1,125 @@
+"""Host-side environments and the host loop (ctde.envs.host, ctde.training.host), on the SMAC-interface test
+environment `hostenv:ctde.envs.host.testenv:TinyBattle`; GRF where gfootball is installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from ctde.cli import main as cli
+from ctde.envs.host import HostEnvFactory
+from ctde.envs.host.workers import HostEnvs
+from ctde.errors import ConfigError, IncompatibleError
+
+TINY = "hostenv:ctde.envs.host.testenv:TinyBattle"
+# One configuration for every run here, so that JAX's compilation cache serves them all after the first.
+FAST = (f"env={TINY}", "algo=qmix", "eval.interval=100", "eval.episodes=2", "rollout.num_envs=2",
+        "algo.batch_size=4", "algo.buffer_size=32", "log.chunk_evals=1", "algo.epsilon_anneal_steps=300")
+
+
+def _random_episode(env, seed: int, rng) -> list[dict]:
+    steps = [env.reset(seed)]
+    while not steps[-1]["done"]:
+        steps.append(env.step([rng.choice(np.flatnonzero(a)) for a in steps[-1]["avail"]]))
+    return steps
+
+
+def test_adapter_contract_and_unlimited_sight():
+    env = HostEnvFactory("hostenv", "ctde.envs.host.testenv:TinyBattle", views=("full_obs",)).make(0)
+    info = env.info()
+    assert (info["n_agents"], info["n_actions"], info["obs_dim"], info["episode_limit"]) == (2, 7, 15, 12)
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for seed in range(30):
+        steps = _random_episode(env, seed, rng)
+        assert _random_episode(env, seed, np.random.default_rng(1))[0]["obs"].tolist() == steps[0]["obs"].tolist()
+        last = steps[-1]
+        # A decided battle is terminal, a time-limit cut is not; wins only on decided battles.
+        outcomes.add("won" if last["won"] else "terminal" if last["terminal"] else "cut")
+        assert last["terminal"] == (last["won"] or not last["alive"].any())
+        for step in steps:
+            obs, full = step["obs"], step["views"]["full_obs"]
+            assert obs.shape == full.shape == (2, 15)
+            seen = obs != 0
+            # Unlimited sight shows what the agent sees, at the same scale, and more.
+            np.testing.assert_allclose(full[seen], obs[seen], rtol=1e-5)
+            dead = ~step["alive"]
+            assert not full[dead].any() and not obs[dead].any()
+    assert outcomes >= {"won", "cut"}
+    far = [s for seed in range(5) for s in _random_episode(env, seed, rng)
+           if (s["views"]["full_obs"][:, 4:9] != 0).any(axis=1).sum() > (s["obs"][:, 4:9] != 0).any(axis=1).sum()]
+    assert far, "the enemy starts beyond sight range: the unlimited view must show it where obs does not"
+
+
+def test_worker_processes_step_exactly_as_in_process():
+    factory = HostEnvFactory("hostenv", "ctde.envs.host.testenv:TinyBattle")
+    remote, local = HostEnvs(factory, [3, 4], processes=True), HostEnvs(factory, [3, 4], processes=False)
+    try:
+        assert remote.infos == local.infos
+        got = [envs.reset([0, 1], [7, 8]) for envs in (remote, local)]
+        for _ in range(3):
+            assert all(np.array_equal(a["obs"], b["obs"]) and a["reward"] == b["reward"] for a, b in zip(*got))
+            actions = [[1, 1], [1, 1]]
+            got = [envs.step([0, 1], actions) for envs in (remote, local)]
+    finally:
+        remote.close()
+        local.close()
+    assert all(w.process.poll() is not None for w in remote.workers) if remote.workers else True
+
+
+def test_refusals_name_the_problem_and_the_fix(tmp_path):
+    from ctde.config import build_config
+    from ctde.training.resolve import resolve
+
+    def refused(*options):
+        return resolve(build_config([*options, f"out={tmp_path / 'x'}"]))
+
+    with pytest.raises(IncompatibleError, match="algo=mappo is not available on host-side environments"):
+        refused(f"env={TINY}", "algo=mappo")
+    with pytest.raises(IncompatibleError, match="algo=maddpg is not available on host-side environments"):
+        refused(f"env={TINY}", "algo=maddpg")
+    with pytest.raises(ConfigError, match="Unknown GRF scenario 'academy_3_vs_3'"):
+        refused("env=grf:academy_3_vs_3")
+    if importlib.util.find_spec("smac") is None:
+        with pytest.raises(ConfigError, match=r"pip install git\+https://github.com/oxwhirl/smac.git"):
+            refused("env=smac:3m", "paradigm=cadp")
+    if importlib.util.find_spec("gfootball") is not None:
+        with pytest.raises(IncompatibleError, match="GRF's observations have no sight limit"):
+            refused("env=grf:academy_3_vs_1_with_keeper", "paradigm=ctds")
+    # The test environment has SMAC's sight methods: IGM-DA and CTDS are accepted there.
+    assert resolve(build_config([f"env={TINY}", "paradigm=ctds", f"out={tmp_path / 'y'}"])).paradigm.name == "ctds"
+
+
+def test_host_loop_trains_resumes_exactly_evaluates_and_audits(run_training, tmp_path):
+    whole = run_training(*FAST, "steps=300", "rollout.host_processes=false", name="whole")
+    assert whole.summary["decentralization audit"].startswith("PASS")
+    rows = [r for r in whole.rows]
+    assert [r["block"] for r in rows] == [0, 1, 2] and rows[-1]["env_steps"] >= 300
+    assert rows[-1]["updates"] > 0 and np.isfinite(rows[-1]["train/loss"])
+
+    # Interrupted at 100 steps, then resumed to 300, with the environments in worker processes this time:
+    # every metric as the uninterrupted in-process run's (the episodes are seeded from the checkpointed keys).
+    run_training(*FAST, "steps=100", "rollout.host_processes=true", name="cut")
+    cut = tmp_path / "cut"
+    assert cli(["train", "--resume", str(cut), "steps=300", "log.progress=false"]) == 0
+    resumed = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    drop = {"wall_seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+    assert cli(["eval", str(cut), "--episodes", "3"]) == 0
+    report = json.loads((cut / "eval_agent.json").read_text())
+    assert report["episodes_per_seed"] == 3 and 0 <= report["mean_std"]["win_rate"]["mean"] <= 1
+    assert cli(["audit", str(cut / "policy")]) == 0
+    assert (cut / "report.md").exists()
+
+
+def test_ptde_two_stages_on_a_host_env(run_training):
+    result = run_training(*FAST, "steps=100", "paradigm=ptde", "ptde.distill_episodes=4", "ptde.distill_steps=20",
+                          "ptde.distill_batch=8", "ptde.distill_log_every=10", "rollout.host_processes=false")
+    assert result.summary["decentralization audit"].startswith("PASS")
+    assert any("PRR" in key for key in result.summary)
+
