@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test install clean-demo grf
 
 install: $(STAMP)
 
@@ -33,3 +33,17 @@ test: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO_OUT)
+
+# Google Research Football for env=grf:<scenario> (an optional extra): the system packages gfootball's engine
+# builds against, then gfootball 2.10.2 compiled from source (about 2.5 minutes on 2 cores) with gym 0.25.2
+# (0.26 changed `reset`). apt-get needs root, or a user with sudo.
+GRF_APT := build-essential cmake libgl1-mesa-dev libegl1-mesa-dev libsdl2-dev libsdl2-image-dev libsdl2-ttf-dev \
+	libsdl2-gfx-dev libboost-python-dev libboost-system-dev libboost-filesystem-dev libboost-thread-dev
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+grf: $(STAMP)
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends $(GRF_APT)
+	$(BIN)/python -m pip install --quiet psutil setuptools wheel six 'gym==0.25.2'
+	# gfootball's build runs `python3` from PATH to compile its engine: the venv's, which has psutil.
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pip install --no-build-isolation 'gfootball==2.10.2'
+	$(BIN)/python -c "import gfootball.env; print('gfootball installed: env=grf:<scenario> is available')"

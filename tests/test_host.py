@@ -123,3 +123,20 @@ def test_ptde_two_stages_on_a_host_env(run_training):
     assert result.summary["decentralization audit"].startswith("PASS")
     assert any("PRR" in key for key in result.summary)
 
+
+@pytest.mark.skipif(importlib.util.find_spec("gfootball") is None,
+                    reason="gfootball is not installed (the optional extra: `make grf`)")
+def test_grf_features_and_a_short_run(run_training):
+    from ctde.envs.host.grf import GRFEnv
+
+    env = GRFEnv("academy_3_vs_1_with_keeper", seed=0)
+    info = env.get_env_info()
+    env.reset(seed=0)
+    obs, state = np.asarray(env.get_obs()), np.asarray(env.get_state())
+    assert obs.shape == (3, info["obs_shape"]) and state.shape == (info["state_shape"],)
+    reward, terminated, step_info = env.step([0, 0, 0])
+    assert "battle_won" in step_info
+    env.close()
+    result = run_training("env=grf:academy_3_vs_1_with_keeper", "algo=qmix", "steps=300", "eval.interval=150",
+                          "eval.episodes=2", "rollout.num_envs=1", "algo.batch_size=2", "algo.buffer_size=16")
+    assert result.summary["decentralization audit"].startswith("PASS")
