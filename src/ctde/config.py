@@ -76,10 +76,14 @@ class LTRConfig:
 
 @dataclass
 class AlgoConfig:
-    name: Literal["iql", "vdn", "qmix", "qplex", "mappo", "ippo", "maddpg"] = option(
+    name: Literal["iql", "vdn", "qmix", "qplex", "qtran", "cw_qmix", "ow_qmix", "dmix", "mappo", "ippo",
+                  "maddpg"] = option(
         "qmix", "backbone: value decomposition iql (no mixer), vdn (sum), qmix (monotonic hypernet mixer), qplex "
-        "(duplex dueling); on-policy mappo (centralized value) or ippo (per-agent value on local observations); "
-        "off-policy actor-critic maddpg (deterministic actors, centralized critic Q(s, a_1..a_n))")
+        "(duplex dueling), qtran (QTRAN-base: joint Q and V with the two constraint losses), cw_qmix / ow_qmix "
+        "(centrally / optimistically weighted QMIX with an unrestricted central Q*), dmix (distributional QMIX: "
+        "per-agent quantiles, mean-shape mixture); on-policy mappo (centralized value) or ippo (per-agent value on "
+        "local observations); off-policy actor-critic maddpg (deterministic actors, centralized critic "
+        "Q(s, a_1..a_n))")
     optimizer: Literal["adam", "rmsprop"] = option("adam", "optimizer (rmsprop uses alpha 0.99, eps 1e-5 as pymarl)")
     lr: float = option(5e-4, "learning rate")
     grad_clip: float = option(10.0, "global gradient-norm clip")
@@ -125,7 +129,26 @@ class AlgoConfig:
     hypernet_layers: int = option(2, "QMIX hypernetwork depth (1 or 2)")
     hypernet_embed: int = option(64, "hidden width of QMIX and QPLEX hypernetworks")
     qplex_kernels: int = option(4, "QPLEX attention kernels for the advantage weights")
+    # The seed papers' baselines (docs/backbones.md says where each default comes from):
+    qtran_embed: int = option(64, "algo=qtran: width of the joint Q(s, u) and V(s) networks (pymarl qtran.yaml)")
+    qtran_opt_weight: float = option(1.0, "algo=qtran: weight of L_opt, the constraint at the greedy joint action")
+    qtran_nopt_weight: float = option(
+        0.1, "algo=qtran: weight of L_nopt, the constraint min(sum_i Q_i - Q_jt + V, 0)^2 at the taken action")
+    wqmix_alpha: float = option(
+        0.1, "algo=cw_qmix/ow_qmix: the weight alpha of the joint actions the weighting does not favour (wqmix "
+        "configs' w)")
+    central_embed: int = option(256, "algo=cw_qmix/ow_qmix: width of the unrestricted central mixer of Q*")
+    central_hidden: int = option(64, "algo=cw_qmix/ow_qmix: width of the central agent network (RNN) of Q*")
+    central_loss_weight: float = option(1.0, "algo=cw_qmix/ow_qmix: weight of Q*'s own TD loss")
+    quantiles: int = option(8, "algo=dmix: quantiles of each agent's return distribution (fixed fractions)")
+    quantile_kappa: float = option(1.0, "algo=dmix: kappa of the quantile Huber loss")
     _primary = "name"
+
+    @property
+    def value_quantiles(self) -> int:
+        """Quantiles per action that the learned (td_model) network outputs: `quantiles` for DMIX, 0 (one expected
+        value per action) for every other backbone. Paradigms size their networks' heads with it."""
+        return self.quantiles if self.name == "dmix" else 0
 
 
 @dataclass

@@ -121,23 +121,32 @@ def recurrent_agent_step(spec: dict, forward: Callable) -> AgentStep:
     """One agent's step of a recurrent network `forward(params, h0 [1, H], xs [1, 1, in], resets [1, 1])
     -> (h [1, H], scores [1, 1, |A|])` fed with the agent's own input vector."""
 
+    quantiles = spec.get("quantiles", 0)
+
     def step(params, hidden, obs, last_action, avail, agent_index, reset):
         x = own_input(spec, obs, last_action, avail, agent_index)
         hidden, scores = forward(params, hidden[None], x[None, None], reset[None, None])
+        if quantiles:  # DMIX: |A|·N outputs, N quantiles per action; act on their mean, as in training
+            return hidden[0], scores[0, 0].reshape(spec["n_actions"], quantiles).mean(axis=-1)
         return hidden[0], scores[0, 0]
 
     return step
 
 
+def _outputs(spec: dict) -> int:
+    """Outputs of a recurrent network's head: |A|, or |A|·N with N quantiles per action (DMIX)."""
+    return spec["n_actions"] * max(1, spec.get("quantiles", 0))
+
+
 @register_network("rnn_agent")
 def _rnn_agent(spec: dict) -> AgentStep:
-    return recurrent_agent_step(spec, RNNAgent(spec["hidden_dim"], spec["n_actions"]).apply)
+    return recurrent_agent_step(spec, RNNAgent(spec["hidden_dim"], _outputs(spec)).apply)
 
 
 @register_network("rnn_agent_per_agent")
 def _rnn_agent_per_agent(spec: dict) -> AgentStep:
     """One recurrent network per agent, parameters stacked on a leading agent axis: agent i runs slice i."""
-    network = RNNAgent(spec["hidden_dim"], spec["n_actions"])
+    network = RNNAgent(spec["hidden_dim"], _outputs(spec))
     step = recurrent_agent_step(spec, network.apply)
 
     def own_network_step(params, hidden, obs, last_action, avail, agent_index, reset):
@@ -151,7 +160,7 @@ def _rnn_agent_per_agent(spec: dict) -> AgentStep:
 def _cadp_decentralized(spec: dict) -> AgentStep:
     """CADP's D model: the advice network with each agent's own value vector in place of the attention mix.
     Its parameters hold no query or key weights; `CADPAgent.decentralized` reads none."""
-    network = CADPAgent(spec["hidden_dim"], spec["n_actions"], spec["heads"], spec["head_dim"], spec["residual"])
+    network = CADPAgent(spec["hidden_dim"], _outputs(spec), spec["heads"], spec["head_dim"], spec["residual"])
     return recurrent_agent_step(spec, lambda params, *args: network.apply(params, *args,
                                                                           method=CADPAgent.decentralized))
 

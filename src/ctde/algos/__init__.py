@@ -6,7 +6,10 @@ from ctde.algos.maddpg import MADDPG
 from ctde.algos.mappo import PPO
 from ctde.algos.value_decomposition import ValueDecomposition
 
-VALUE_DECOMPOSITION = ("iql", "vdn", "qmix", "qplex")
+VALUE_DECOMPOSITION = ("iql", "vdn", "qmix", "qplex", "qtran", "cw_qmix", "ow_qmix", "dmix")
+# Value decomposition whose Q_tot is not IGM by construction (docs/backbones.md): no paradigm may treat the agents'
+# greedy actions as the argmax of the learned joint value.
+NOT_IGM = ("qtran", "cw_qmix", "ow_qmix")
 POLICY_GRADIENT = ("mappo", "ippo")
 ACTOR_CRITIC = ("maddpg",)
 

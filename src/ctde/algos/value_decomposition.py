@@ -1,12 +1,13 @@
-"""Value decomposition backbone: IQL, VDN, QMIX and QPLEX share this one TD learner; the mixer is the only
-difference.
+"""Value decomposition backbone: IQL, VDN, QMIX, QPLEX, QTRAN, CW-QMIX, OW-QMIX and DMIX share this one TD
+learner; what differs is the objective (`ctde.algos.td_objectives`): the networks beyond the agents (a mixer,
+QTRAN's joint Q and V, weighted QMIX's central Q*) and the loss they make of the agents' utilities.
 
 pymarl conventions: a recurrent agent shared across agents (supplied by the paradigm), whole-episode replay
 with padding masks, linear epsilon schedule, double-Q, hard target updates, optional TD(lambda), gradient
 clipping, and unavailable actions masked before every argmax. One optimizer covers the paradigm's networks and
 the mixer, except models the paradigm lists in `own_optimizer` (CTDS's student), which get their own.
 
-The training step of any paradigm on this backbone is `td_loss` plus `update` below.
+The training step of any paradigm on this backbone is `td_loss` plus `update` below, and the objective's `loss`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ctde.algos.replay import off_policy_iteration, store_episodes
 from ctde.algos.slicing import slice_count, slice_devices, slicing_options, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
-from ctde.nets.mixers import make_mixer
+from ctde.algos.td_objectives import TDInputs, lambda_returns, make_objective  # noqa: F401 (lambda_returns: API)
 from ctde.nets.precision import learner_precision
 from ctde.paradigms.base import Paradigm
 from ctde.training.rollout import EpisodeStats, Trajectory, collect, epsilon_greedy, masked_argmax
@@ -32,7 +33,7 @@ from ctde.training.rollout import EpisodeStats, Trajectory, collect, epsilon_gre
 @struct.dataclass
 class VDParams:
     agents: Any  # the paradigm's networks
-    mixer: Any
+    mixer: Any  # the objective's own networks (a mixer; QTRAN's Q_jt and V; weighted QMIX's mixer and central Q*)
 
 
 @struct.dataclass
@@ -49,33 +50,6 @@ class VDState:
     rng: jax.Array
 
 
-def lambda_returns(rewards: jax.Array, terminal: jax.Array, done: jax.Array, next_values: jax.Array,
-                   gamma: float, lam: float) -> jax.Array:
-    """TD(lambda) targets, computed backwards over time.
-
-    G_t = r_t + gamma * (1 - terminal_t) * ((1 - lam) * V_{t+1} + lam * G_{t+1}), where G_{t+1} is replaced by
-    V_{t+1} wherever the episode ends at t (done_t) or the sequence ends. lam = 0 gives one-step TD.
-
-    rewards, terminal, done: [T, B]; next_values V_{t+1}: [T, B, k] -> targets [T, B, k].
-    """
-    cont = (1.0 - terminal.astype(jnp.float32))[..., None]
-    cut = done[..., None]
-    r = rewards[..., None]
-
-    def backwards(g_next, xs):
-        r_t, cont_t, cut_t, v_next = xs
-        g_next = jnp.where(cut_t, v_next, g_next)
-        g = r_t + gamma * cont_t * ((1.0 - lam) * v_next + lam * g_next)
-        return g, g
-
-    _, targets = jax.lax.scan(backwards, next_values[-1], (r, cont, cut, next_values), reverse=True)
-    return targets
-
-
-def _take(values: jax.Array, actions: jax.Array) -> jax.Array:
-    return jnp.take_along_axis(values, actions[..., None], axis=-1)[..., 0]
-
-
 class ValueDecomposition:
     """TD learning of per-agent utilities through a mixer. See module docstring."""
 
@@ -85,8 +59,7 @@ class ValueDecomposition:
         self.env = env
         self.paradigm = paradigm
         spec = env.spec
-        self.mixer = make_mixer(self.algo.name, spec.n_agents, self.algo.mixer_embed_dim, self.algo.hypernet_layers,
-                                self.algo.hypernet_embed, self.algo.qplex_kernels)
+        self.objective = make_objective(self.algo, spec)
         rollout = config.rollout
         self.num_envs = rollout.num_envs
         self.length = rollout.length or spec.episode_limit
@@ -135,12 +108,8 @@ class ValueDecomposition:
 
     def init(self, key: jax.Array) -> VDState:
         agent_key, mixer_key, rollout_key, key = jax.random.split(key, 4)
-        spec = self.env.spec
         agents = self.paradigm.init(agent_key)
-        n, a = spec.n_agents, spec.n_actions
-        mixer = self.mixer.init(mixer_key, jnp.zeros((1, n)), jnp.zeros((1, n)), jnp.zeros((1, spec.state_dim)),
-                                jnp.zeros((1, n, a)))
-        params = VDParams(agents=agents, mixer=mixer)
+        params = VDParams(agents=agents, mixer=self.objective.init(mixer_key))
         # flashbax needs one example item to lay out its storage.
         example, _ = collect(self.env, self.paradigm, agents, rollout_key, num_envs=1, length=self.length,
                              auto_reset=self.auto_reset, model=self.paradigm.collect_model,
@@ -154,7 +123,12 @@ class ValueDecomposition:
 
     def td_loss(self, params: VDParams, target_params: VDParams, batch: Trajectory, env_steps: jax.Array,
                 key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Masked TD loss through the mixer plus the paradigm's auxiliary loss. batch: time-major [T + 1, B, ...]."""
+        """The objective's TD loss plus the paradigm's auxiliary loss. batch: time-major [T + 1, B, ...].
+
+        The paradigm's networks run over the whole sequences twice (online and target parameters); the learned
+        model's (`td_model`) utilities, the actions and the masks go to the objective (`TDInputs`), which owns
+        every network beyond the agents and returns its loss.
+        """
         paradigm, algo = self.paradigm, self.algo
         inputs = batch.agent_inputs()
         carry = paradigm.initial_carry(batch.reward.shape[1:])
@@ -162,40 +136,25 @@ class ValueDecomposition:
         _, online = paradigm.apply(params.agents, carry, inputs, rng=online_key)
         _, target = paradigm.apply(target_params.agents, carry, inputs, rng=target_key)
         q = online.scores[paradigm.td_model]  # [T+1, B, n, A]
-        q_target = jax.lax.stop_gradient(target.scores[paradigm.td_model])
         avail = batch.avail
-        masked_max = lambda values, av: jnp.max(jnp.where(av, values, -1e7), axis=-1)  # noqa: E731
-
-        actions = batch.action[:-1]
-        chosen = _take(q[:-1], actions)
-        best = masked_max(q[:-1], avail[:-1])
         # Bootstrap action at t+1: argmax of the selecting model (online for double-Q; IGM-DA: the student).
         selector = online.scores[paradigm.select_model] if algo.double_q else target.scores[paradigm.select_model]
-        next_actions = masked_argmax(jax.lax.stop_gradient(selector[1:]), avail[1:])
-        next_chosen = _take(q_target[1:], next_actions)
-        next_best = masked_max(q_target[1:], avail[1:])
+        # DMIX: the learned network's quantiles [T+1, B, n, A, N] (its scores are their means); None otherwise.
+        quantiles = online.extras.get("quantiles")
+        quantiles_target = target.extras.get("quantiles")
+        td_inputs = TDInputs(
+            q=q, q_target=jax.lax.stop_gradient(target.scores[paradigm.td_model]),
+            quantiles=quantiles,
+            quantiles_target=None if quantiles_target is None else jax.lax.stop_gradient(quantiles_target),
+            actions=batch.action[:-1], greedy=masked_argmax(jax.lax.stop_gradient(q[:-1]), avail[:-1]),
+            next_actions=masked_argmax(jax.lax.stop_gradient(selector[1:]), avail[1:]), avail=avail,
+            state=batch.state, reward=batch.reward[:-1], terminal=batch.terminal[:-1], done=batch.done[:-1],
+            mask=batch.valid[:-1].astype(jnp.float32), agents=inputs)
+        td_loss, td_metrics = self.objective.loss(params.mixer, target_params.mixer, td_inputs)
 
-        n_actions = q.shape[-1]
-        q_tot = self.mixer.apply(params.mixer, chosen, best, batch.state[:-1], jax.nn.one_hot(actions, n_actions))
-        next_q_tot = self.mixer.apply(target_params.mixer, next_chosen, next_best, batch.state[1:],
-                                      jax.nn.one_hot(next_actions, n_actions))
-        targets = lambda_returns(batch.reward[:-1], batch.terminal[:-1], batch.done[:-1],
-                                 jax.lax.stop_gradient(next_q_tot), algo.gamma, algo.td_lambda)
-
-        mask = batch.valid[:-1].astype(jnp.float32)  # [T, B]
-        td_error = (q_tot - targets) * mask[..., None]
-        valid_count = jnp.maximum(mask.sum(), 1.0)
-        td_loss = jnp.sum(td_error ** 2) / (valid_count * q_tot.shape[-1])
         agent_mask = jnp.broadcast_to(batch.valid[..., None], batch.action.shape)  # [T + 1, B, n]
         aux_loss, aux_metrics = paradigm.auxiliary_loss(params.agents, online, inputs, agent_mask, env_steps)
-        metrics = {
-            "td_loss": td_loss,
-            "td_error_abs": jnp.sum(jnp.abs(td_error)) / (valid_count * q_tot.shape[-1]),
-            "q_taken": jnp.sum(chosen * mask[..., None]) / (valid_count * chosen.shape[-1]),
-            "target": jnp.sum(targets * mask[..., None]) / (valid_count * q_tot.shape[-1]),
-            **aux_metrics,
-        }
-        return td_loss + aux_loss, metrics
+        return td_loss + aux_loss, {**td_metrics, **aux_metrics}
 
     def update(self, learner: tuple, replay: Any, env_steps: jax.Array, key: jax.Array) -> tuple[tuple, dict]:
         """One gradient step on a batch of sequences sampled from `replay`, then the periodic hard target copy.

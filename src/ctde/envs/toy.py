@@ -15,6 +15,10 @@
   first step: under `env.sight_range=0` the avail mask is the only clue where the enemy is. Attacking the
   guard does nothing but spend the step, which there is no time for. `full_obs` shows the guard always.
   A network that reads the avail mask can win every episode; one that does not can only guess (at most half).
+- `toy:matrix`: QTRAN's one-step matrix game (Son et al. 2019, Table 1a; also Weighted QMIX's): 2 agents, 3
+  actions, team reward [[8, -12, -12], [-12, 0, 0], [-12, 0, 0]][u_1, u_2]. The optimum 8 needs both agents on
+  action 0; a monotonic mixer trained on uniformly explored data settles on a 0 cell instead, because the -12s
+  pull action 0's utility below the others'.
 - `toy:target_sum`: a one-step game with continuous actions, for MADDPG's tanh actors. Both agents see a
   target c ~ U(-1.5, 1.5) and each plays a_i in [-1, 1]; the team reward is 1 - (a_1 + a_2 - c)^2 (optimum 1;
   uniformly random actions score about 0.08). No single agent can reach c alone where |c| > 1.
@@ -45,7 +49,18 @@ def _check_views(views, offered: tuple[str, ...], name: str) -> tuple[str, ...]:
     return tuple(views)
 
 
-class TwoStepGame:
+class _MatrixStart:
+    """Two-agent games that always start in the same state (position 0) and show no reward there."""
+
+    def reset(self, key):
+        s = ToyState(t=jnp.int32(0), position=jnp.zeros((2,), jnp.int32), done=jnp.asarray(False))
+        return s, self.timestep_of(s)
+
+    def timestep_of(self, s: ToyState) -> TimeStep:
+        return self._timestep(s, 0.0, False)
+
+
+class TwoStepGame(_MatrixStart):
     """The QMIX paper's two-step game: 2 agents, 2 actions, 2 steps, fully observed."""
 
     has_sight_range = False
@@ -61,13 +76,6 @@ class TwoStepGame:
         return TimeStep(obs=jnp.stack([onehot, onehot]), state=onehot, avail=jnp.ones((2, 2), bool),
                         reward=jnp.asarray(reward, jnp.float32), terminal=jnp.asarray(done), done=jnp.asarray(done),
                         won=jnp.asarray(False))
-
-    def reset(self, key):
-        s = ToyState(t=jnp.int32(0), position=jnp.zeros((2,), jnp.int32), done=jnp.asarray(False))
-        return s, self.timestep_of(s)
-
-    def timestep_of(self, s: ToyState) -> TimeStep:
-        return self._timestep(s, 0.0, False)
 
     def step(self, key, s: ToyState, actions):
         first = s.t == 0
@@ -228,6 +236,28 @@ class Retreat:
         return s, self._timestep(s, reward, done, done & jnp.all(escaped))
 
 
+class MatrixGame(_MatrixStart):
+    """A one-step cooperative matrix game: both agents see a constant and pick one of the payoff's rows/columns."""
+
+    has_sight_range = False
+    PAYOFF = ((8.0, -12.0, -12.0), (-12.0, 0.0, 0.0), (-12.0, 0.0, 0.0))  # QTRAN's Table 1a
+
+    def __init__(self, views: tuple[str, ...] = ()):
+        self.views = _check_views(views, (), "matrix")
+        self.payoff = jnp.array(self.PAYOFF)
+        self.spec = EnvSpec(id="toy:matrix", n_agents=2, n_actions=3, obs_dim=1, state_dim=1, episode_limit=1,
+                            description="QTRAN's non-monotonic matrix game; optimum 8 at (0, 0)", has_win=False)
+
+    def _timestep(self, s: ToyState, reward, done) -> TimeStep:
+        return TimeStep(obs=jnp.ones((2, 1)), state=jnp.ones((1,)), avail=jnp.ones((2, 3), bool),
+                        reward=jnp.asarray(reward, jnp.float32), terminal=jnp.asarray(done), done=jnp.asarray(done),
+                        won=jnp.asarray(False))
+
+    def step(self, key, s: ToyState, actions):
+        s = s.replace(t=s.t + 1, done=jnp.asarray(True))
+        return s, self._timestep(s, self.payoff[actions[0], actions[1]], True)
+
+
 class TargetSum:
     """One step, continuous actions: reward 1 - (a_1 + a_2 - c)^2 for a target c both agents see."""
 
@@ -270,8 +300,10 @@ TOY_ENVS = {
     "retreat": "SMAX at sight 0 in miniature: leave by the unguarded gate; at sight 0 only the avail mask tells "
                "which (toy_size gate distance, default 2)",
     "target_sum": "continuous actions: 2 agents' actions must sum to a target both see (one step; optimum 1)",
+    "matrix": "QTRAN's non-monotonic one-step matrix game (2 agents, 3 actions; optimum 8, QMIX settles on 0)",
 }
-_TOY_CLASSES = {"two_step": TwoStepGame, "hallway": Hallway, "retreat": Retreat, "target_sum": TargetSum}
+_TOY_CLASSES = {"two_step": TwoStepGame, "hallway": Hallway, "retreat": Retreat, "target_sum": TargetSum,
+                "matrix": MatrixGame}
 
 
 def make_toy(name: str, size: int | None, views: tuple[str, ...], sight_range: float | None = None):
@@ -287,4 +319,6 @@ def make_toy(name: str, size: int | None, views: tuple[str, ...], sight_range: f
         return Retreat(2, size, sight_range, views)
     if name == "target_sum":
         return TargetSum(views)
+    if name == "matrix":
+        return MatrixGame(views)
     raise KeyError(name)

@@ -476,7 +476,7 @@ def audit_planted_leaks(trials: int = 8, leaks: list[str] | None = None) -> list
 
 
 PARADIGM_NAMES = ("ctde", "cadp", "ptde", "igm_da", "ctds", "ctedd")
-BACKBONE_NAMES = ("iql", "vdn", "qmix", "qplex", "mappo", "ippo", "maddpg")
+BACKBONE_NAMES = ("iql", "vdn", "qmix", "qplex", "qtran", "cw_qmix", "ow_qmix", "dmix", "mappo", "ippo", "maddpg")
 # Smallest first: toy:hallway (2 agents) has a state and the full_obs view IGM-DA and CTDS need.
 ENV_CANDIDATES = ("toy:hallway", "mpe:simple_tag", "smax:3m")
 # Variants beyond one environment per paradigm x backbone: one network per agent, MADDPG's home (MPE), and
@@ -517,12 +517,14 @@ def real_policy_combinations() -> list[Combination]:
 
 def exported_network(combination: Combination) -> tuple:
     """What distinguishes one exported network from another, without initializing anything: (network, inputs,
-    continuous actions, message bits) of the paradigm's export spec. (The number of agents only changes sizes.)"""
+    continuous actions, message bits, quantile head) of the paradigm's export spec. (The number of agents and of
+    DMIX's quantiles only change sizes; a quantile head at all changes how the policy reads its outputs.)"""
     program = _program(combination, 1)
     params = jax.eval_shape(program.paradigm.init, jax.random.PRNGKey(0))
     spec, _ = program.paradigm.export(params)
     env = program.env.spec
-    return spec["network"], tuple(spec["inputs"]), bool(env.continuous_actions), spec.get("message_bits", 0)
+    return (spec["network"], tuple(spec["inputs"]), bool(env.continuous_actions), spec.get("message_bits", 0),
+            spec.get("quantiles", 0) > 0)
 
 
 def one_per_exported_network(combinations: list[Combination] | None = None) -> list[Combination]:

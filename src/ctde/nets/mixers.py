@@ -99,13 +99,78 @@ class QPLEXMixer(nn.Module):
         return value + jnp.sum(advantage * (lambdas - 1.0), axis=-1, keepdims=True)
 
 
+class QTRANJoint(nn.Module):
+    """QTRAN-base's joint networks (Son et al. 2019; pymarl's QTranBase, "small" size): an unrestricted joint
+    action-value Q_jt(s, u) and a state value V_jt(s), each a 3-layer ReLU MLP of width `embed_dim`.
+
+    Q_jt reads the state and the one-hot joint action (pymarl's `qtran_arch: coma_critic` input). pymarl's
+    default feeds the agents' GRU hidden states with their actions instead; ctde's paradigms expose only the
+    agents' utilities, not their hidden states, so this is the documented deviation.
+
+    state [..., s], actions one-hot [..., n, |A|] -> (q_jt [..., 1], v [..., 1]).
+    """
+
+    embed_dim: int = 64
+
+    def _mlp(self, name: str) -> nn.Module:
+        e = self.embed_dim
+        return nn.Sequential([Dense(e), nn.relu, Dense(e), nn.relu, Dense(1)], name=name)
+
+    @nn.compact
+    def __call__(self, state, actions):
+        joint = jnp.concatenate([state, actions.reshape(*actions.shape[:-2], -1)], axis=-1)
+        return self._mlp("joint_q")(joint), self._mlp("value")(state)
+
+
+class CentralMixer(nn.Module):
+    """Weighted QMIX's unrestricted central Q* (Rashid et al. 2020; wqmix's QMixerCentralFF): a feed-forward
+    network on the state and the central agents' utilities, 3 ReLU layers of width `embed_dim`, plus a state value
+    V(s) (one ReLU layer) in place of a final bias. No sign constraint: Q* can represent any joint value.
+
+    utilities [..., n], state [..., s] -> [..., 1].
+    """
+
+    embed_dim: int = 256
+
+    @nn.compact
+    def __call__(self, utilities, state):
+        e = self.embed_dim
+        x = jnp.concatenate([state, utilities], axis=-1)
+        advantage = nn.Sequential([Dense(e), nn.relu, Dense(e), nn.relu, Dense(e), nn.relu, Dense(1)], name="net")(x)
+        return advantage + nn.Sequential([Dense(e), nn.relu, Dense(1)], name="value")(state)
+
+
+class DMIXMixer(nn.Module):
+    """DMIX (Sun et al. 2021, DFAC): the mean-shape decomposition of the team return distribution.
+
+        Z_tot(τ) = ψ_QMIX(Q_1 .. Q_n, s) + Σ_i (Z_i(τ) − Q_i),    Q_i = mean over τ of Z_i(τ)
+
+    The mean goes through QMIX (so E[Z_tot] = ψ_QMIX(Q, s), monotonic in every Q_i: IGM through the mean); the
+    shape is the quantile mixture of the agents' centred quantiles with unit weights (DFAC's `DMixer`).
+
+    quantiles [..., n, N], state [..., s] -> [..., N].
+    """
+
+    n_agents: int
+    embed_dim: int = 32
+    hypernet_layers: int = 2
+    hypernet_embed: int = 64
+
+    @nn.compact
+    def __call__(self, quantiles, state):
+        means = jnp.mean(quantiles, axis=-1)  # [..., n]
+        qmix = QMIXMixer(self.n_agents, self.embed_dim, self.hypernet_layers, self.hypernet_embed, name="qmix")
+        mean_tot = qmix(means, means, state, None)  # [..., 1]; QMIX reads neither `best` nor `actions`
+        return mean_tot + jnp.sum(quantiles - means[..., None], axis=-2)
+
+
 def make_mixer(name: str, n_agents: int, embed_dim: int = 32, hypernet_layers: int = 2, hypernet_embed: int = 64,
                qplex_kernels: int = 4) -> nn.Module:
     if name == "iql":
         return NoMixer()
     if name == "vdn":
         return VDNMixer()
-    if name == "qmix":
+    if name in ("qmix", "cw_qmix", "ow_qmix"):  # weighted QMIX's Q_tot is QMIX's
         return QMIXMixer(n_agents, embed_dim, hypernet_layers, hypernet_embed)
     if name == "qplex":
         return QPLEXMixer(n_agents, qplex_kernels, hypernet_embed)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from ctde.errors import require
 from ctde.nets.cadp import CADPAgent, agent_pruning_terms, self_confidence
 from ctde.nets.rnn import agent_inputs
-from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, value_scores
 
 # Per-backbone defaults of the released configs (ALGORITHMS.md): α 0.5 for QMIX and MAPPO, 1.0 otherwise;
 # T 700k env steps for value decomposition, 3M for MAPPO.
@@ -62,7 +62,9 @@ class CADP(Paradigm):
         options = config.cadp
         self.hidden_dim = config.algo.hidden_dim
         self.residual = options.residual
-        self.network = CADPAgent(self.hidden_dim, spec.n_actions, options.heads, options.head_dim, options.residual)
+        self.quantiles = config.algo.value_quantiles  # DMIX: N quantiles per action, in C and D alike
+        self.network = CADPAgent(self.hidden_dim, spec.n_actions * max(1, self.quantiles), options.heads,
+                                 options.head_dim, options.residual)
         self.input_dim = spec.obs_dim + spec.n_actions + spec.n_agents
         alpha, prune_start = default_options(config.algo.name)  # for configurations not yet resolved
         self.alpha = alpha if options.alpha is None else options.alpha
@@ -90,8 +92,13 @@ class CADP(Paradigm):
     def apply(self, params, carry, inputs: AgentInputs, rng=None):
         x = agent_inputs(inputs.obs, inputs.last_action, self.spec.n_actions)
         resets = jnp.broadcast_to(inputs.reset[..., None], x.shape[:-1])
-        carry, scores, attention = self.network.apply(params["agent"], carry, x, resets)
-        return carry, ParadigmOutput(scores=scores, extras={"attention": attention})
+        carry, outputs, attention = self.network.apply(params["agent"], carry, x, resets)
+        scores, extras = {}, {"attention": attention}
+        for model, out in outputs.items():
+            scores[model], quantiles = value_scores(out, self.spec.n_actions, self.quantiles)
+            if model == self.td_model:
+                extras.update(quantiles)
+        return carry, ParadigmOutput(scores=scores, extras=extras)
 
     def auxiliary_loss(self, params, output, inputs, mask, env_steps):
         attention = output.extras["attention"]  # [T, *B, heads, n, n]
@@ -111,6 +118,8 @@ class CADP(Paradigm):
         spec = {"network": "cadp_decentralized", "hidden_dim": self.hidden_dim, "heads": options.heads,
                 "head_dim": options.head_dim, "residual": options.residual,
                 "inputs": ["obs", "last_action", "agent_id"]}
+        if self.quantiles:  # the exported D model acts on each action's mean quantile
+            spec["quantiles"] = self.quantiles
         return spec, pruned
 
     def plot_marks(self) -> dict[str, float]:

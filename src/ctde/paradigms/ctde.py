@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from ctde.nets.rnn import RNNAgent, agent_inputs
-from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, value_scores
 
 
 class CTDE(Paradigm):
@@ -23,7 +23,8 @@ class CTDE(Paradigm):
         super().__init__(config, spec)
         self.hidden_dim = config.algo.hidden_dim
         self.shared = config.algo.share_parameters
-        self.network = RNNAgent(self.hidden_dim, spec.n_actions)
+        self.quantiles = config.algo.value_quantiles  # DMIX: N quantiles per action (`value_scores`)
+        self.network = RNNAgent(self.hidden_dim, spec.n_actions * max(1, self.quantiles))
         self.input_dim = spec.obs_dim + spec.n_actions + spec.n_agents
 
     def init(self, key):
@@ -46,8 +47,12 @@ class CTDE(Paradigm):
         else:  # agent i's network on agent i's slice of every array (the agent axis: -2 of x, -1 of resets)
             per_agent = jax.vmap(self.network.apply, in_axes=(0, -2, -2, -1), out_axes=(-2, -2))
             carry, q = per_agent(params["agent"], carry, x, resets)
-        return carry, ParadigmOutput(scores={"agent": q})
+        q, extras = value_scores(q, self.spec.n_actions, self.quantiles)
+        return carry, ParadigmOutput(scores={"agent": q}, extras=extras)
 
     def export(self, params):
-        return {"network": "rnn_agent" if self.shared else "rnn_agent_per_agent", "hidden_dim": self.hidden_dim,
-                "inputs": ["obs", "last_action", "agent_id"]}, params["agent"]
+        spec = {"network": "rnn_agent" if self.shared else "rnn_agent_per_agent", "hidden_dim": self.hidden_dim,
+                "inputs": ["obs", "last_action", "agent_id"]}
+        if self.quantiles:  # the exported policy acts on each action's mean quantile
+            spec["quantiles"] = self.quantiles
+        return spec, params["agent"]

@@ -54,7 +54,15 @@ class IGMDA(PrivilegedAndStudent):
         if config.algo.name == "iql":
             raise IncompatibleError(
                 "paradigm=igm_da imitates an expert trained by IGM value decomposition through a mixer (the paper "
-                "wraps QMIX, QPLEX and DMIX); algo=iql has no mixer. Use algo=qmix, algo=qplex or algo=vdn.")
+                "wraps QMIX, QPLEX and DMIX); algo=iql has no mixer. Use algo=qmix, algo=qplex, algo=vdn or algo=dmix.")
+        from ctde.algos import NOT_IGM
+
+        if config.algo.name in NOT_IGM:
+            raise IncompatibleError(
+                f"paradigm=igm_da has the student imitate the expert's greedy actions as the argmax of an IGM value "
+                f"decomposition and bootstraps Q_tot at the student's greedy action; algo={config.algo.name}'s joint "
+                f"value is not IGM by construction (its maximum need not be at the agents' greedy actions). Use an "
+                f"IGM backbone: algo=qmix, algo=qplex, algo=vdn or algo=dmix (the paper's DMIX-DA).")
         if config.igm_da.imitation_weight < 0:
             raise ConfigError("igm_da.imitation_weight must be non-negative.")
         if not config.algo.double_q:

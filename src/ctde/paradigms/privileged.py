@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from ctde.envs.base import FULL_OBS
 from ctde.errors import IncompatibleError
 from ctde.nets.rnn import RNNAgent, agent_inputs
-from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, value_scores
 
 STUDENT = "student"
 
@@ -45,7 +45,11 @@ class PrivilegedAndStudent(Paradigm):
     def __init__(self, config, spec):
         super().__init__(config, spec)
         self.hidden_dim = config.algo.hidden_dim
-        self.network = RNNAgent(self.hidden_dim, spec.n_actions)  # one architecture, two parameter sets
+        # One architecture, two parameter sets; under DMIX the privileged model (the one the backbone learns) has
+        # N quantiles per action (`value_scores`), the student one value per action as always.
+        self.quantiles = config.algo.value_quantiles
+        self.networks = {self.privileged: RNNAgent(self.hidden_dim, spec.n_actions * max(1, self.quantiles)),
+                         STUDENT: RNNAgent(self.hidden_dim, spec.n_actions)}
         own = spec.n_actions + spec.n_agents  # last action and agent id
         self.input_dims = {self.privileged: spec.available_views.get(FULL_OBS, spec.obs_dim) + own,
                            STUDENT: spec.obs_dim + own + (spec.n_actions if self.student_reads_avail else 0)}
@@ -54,7 +58,7 @@ class PrivilegedAndStudent(Paradigm):
         n = self.spec.n_agents
         carry = jnp.zeros((n, self.hidden_dim))
         resets = jnp.zeros((1, n), bool)
-        return {name: self.network.init(k, carry, jnp.zeros((1, n, self.input_dims[name])), resets)
+        return {name: self.networks[name].init(k, carry, jnp.zeros((1, n, self.input_dims[name])), resets)
                 for name, k in zip((self.privileged, STUDENT), jax.random.split(key))}
 
     def initial_carry(self, batch_shape):
@@ -69,8 +73,9 @@ class PrivilegedAndStudent(Paradigm):
         resets = jnp.broadcast_to(inputs.reset[..., None], inputs.last_action.shape)
         new_carry, scores = {}, {}
         for name, x in xs.items():
-            new_carry[name], scores[name] = self.network.apply(params[name], carry[name], x, resets)
-        return new_carry, ParadigmOutput(scores=scores)
+            new_carry[name], scores[name] = self.networks[name].apply(params[name], carry[name], x, resets)
+        scores[self.privileged], extras = value_scores(scores[self.privileged], n_actions, self.quantiles)
+        return new_carry, ParadigmOutput(scores=scores, extras=extras)
 
     def export(self, params):
         # The order of `agent_inputs`: obs, last action, extras (avail), agent id.

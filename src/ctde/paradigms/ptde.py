@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ctde.errors import require
+from ctde.errors import IncompatibleError, require
 from ctde.nets.ptde import PersonalizedGlobalInfo, QHead, Student, Trunk, UnifiedGlobalInfo, sample_z
 from ctde.nets.rnn import agent_inputs
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
@@ -35,6 +35,11 @@ class PTDE(Paradigm):
 
     @classmethod
     def resolve_options(cls, config) -> None:
+        if config.algo.value_quantiles:
+            raise IncompatibleError(
+                "paradigm=ptde's Q head reads the GRU state and the knowledge z, with one value per action; "
+                f"algo={config.algo.name} learns a quantile distribution per action, which that head does not "
+                "produce. Use paradigm=ctde, cadp, igm_da or ctds with algo=dmix, or algo=qmix with paradigm=ptde.")
         ptde = config.ptde
         require([
             (ptde.z_dim >= 1 and ptde.hypernet_hidden >= 1 and ptde.student_hidden >= 1, "ptde sizes must be positive"),

@@ -51,6 +51,13 @@ def resolve(config: TrainConfig) -> TrainConfig:
         (algo.target_update_interval >= 1, "algo.target_update_interval must be at least 1"),
         (algo.hypernet_layers in (1, 2), "algo.hypernet_layers must be 1 or 2"),
         (algo.qplex_kernels >= 1, "algo.qplex_kernels must be at least 1"),
+        (algo.qtran_embed >= 1 and algo.central_embed >= 1 and algo.central_hidden >= 1,
+         "algo.qtran_embed, algo.central_embed and algo.central_hidden must be positive"),
+        (algo.qtran_opt_weight >= 0 and algo.qtran_nopt_weight >= 0 and algo.central_loss_weight >= 0,
+         "algo.qtran_opt_weight, algo.qtran_nopt_weight and algo.central_loss_weight must be non-negative"),
+        (0 <= algo.wqmix_alpha <= 1, "algo.wqmix_alpha must be in [0, 1]"),
+        (algo.quantiles >= 2, "algo.quantiles must be at least 2"),
+        (algo.quantile_kappa > 0, "algo.quantile_kappa must be positive"),
         (0 <= algo.epsilon_finish <= 1 and 0 <= algo.epsilon_start <= 1, "epsilon values must be in [0, 1]"),
         (algo.hidden_dim >= 1, "algo.hidden_dim must be positive"),
         (algo.grad_clip > 0, "algo.grad_clip must be positive"),
@@ -172,6 +179,12 @@ ALGO_OPTIONS_READ_BY = {
                                          "hypernet_layers", "hypernet_embed", "qplex_kernels")},
     **{k: ("value_decomposition", "policy_gradient") for k in ("slice_rows", "slice_devices")},
 }
+# Options of one value-decomposition algorithm (or two): set with another algo, they are refused like the above.
+ALGO_OPTIONS_READ_BY_NAME = {
+    **{k: ("qtran",) for k in ("qtran_embed", "qtran_opt_weight", "qtran_nopt_weight")},
+    **{k: ("cw_qmix", "ow_qmix") for k in ("wqmix_alpha", "central_embed", "central_hidden", "central_loss_weight")},
+    **{k: ("dmix",) for k in ("quantiles", "quantile_kappa")},
+}
 SECTIONS_READ_BY = {"ppo": ("policy_gradient", "algo=mappo or algo=ippo"), "maddpg": ("actor_critic", "algo=maddpg")}
 
 
@@ -195,6 +208,11 @@ def _refuse_unused_options(config: TrainConfig) -> None:
                           f"{config.algo.name} (a {family.replace('_', '-')} backbone); remove "
                           f"{'it' if len(changed) == 1 else 'them'}. Run `ctde train --help` for what each option "
                           f"applies to.")
+    for key, readers in ALGO_OPTIONS_READ_BY_NAME.items():
+        if config.algo.name not in readers and getattr(config.algo, key) != getattr(defaults, key):
+            raise ConfigError(f"algo.{key} is read only by {' and '.join(f'algo={r}' for r in readers)}; algo="
+                              f"{config.algo.name} would ignore it. Remove it or choose "
+                              f"{' or '.join(f'algo={r}' for r in readers)}.")
     for name, (reader, who) in SECTIONS_READ_BY.items():
         if family == reader:
             continue
