@@ -1,10 +1,10 @@
 """Planted leaks (`ctde.experiments.planted_leaks`): the decentralization audit catches every one, each planted in
 its own code path, and passes the real exported policy of every distinct exported network.
 
-The full paradigm x backbone matrix (40 combinations, about 3.5 minutes on two cores) is `audit_real_policies()`,
-run by the benchmark; here one combination per distinct exported network stands for it (the backbone does not
-change the exported network: every backbone of a paradigm exports the same one), and a test checks that these
-cover every network of the full matrix.
+The full paradigm x backbone matrix (60 combinations) is `audit_real_policies()`, run by the benchmark; here one
+combination per distinct exported network stands for it (the backbone does not change the exported network, except
+that DMIX's carries a quantile head whose mean it acts on), and a test checks that these cover every network of the
+full matrix.
 """
 
 import jax
@@ -95,6 +95,9 @@ ONE_PER_NETWORK = [
     ("ctde", "qmix", "toy:hallway"),  # rnn_agent on obs, last action, id (also CTDS's student)
     ("ctde", "mappo algo.share_parameters=false", "toy:hallway"),  # rnn_agent_per_agent
     ("cadp", "vdn", "toy:hallway"),  # cadp_decentralized
+    ("ctde", "dmix", "toy:hallway"),  # rnn_agent with DMIX's quantile head (acts on the mean)
+    ("ctde", "dmix algo.share_parameters=false", "toy:hallway"),  # rnn_agent_per_agent, quantile head
+    ("cadp", "dmix", "toy:hallway"),  # cadp_decentralized, quantile head
     ("ptde", "mappo", "toy:hallway"),  # ptde_student
     ("igm_da", "qmix", "toy:hallway"),  # rnn_agent that also reads its avail mask
     ("ctedd", "maddpg", "mpe:simple_tag"),  # ctedd_local
