@@ -1,6 +1,6 @@
-"""The head-to-head table: CTDE, CADP(D), PTDE(KD), IGM-DA and CTDS, all on QMIX, on the same SMAX maps, seeds
-and env-step budget, with the direction of each paper's claim (the paradigm's decentralized policy beats plain
-CTDE QMIX) found or not.
+"""The head-to-head table: CTDE, CADP(D), PTDE(KD), IGM-DA and CTDS, all on QMIX, and the baselines QTRAN,
+CW-QMIX, OW-QMIX and DMIX under plain CTDE, on the same SMAX maps, seeds and env-step budget, with the direction
+of each paper's claim (the paradigm's decentralized policy, or the baseline, beats plain CTDE QMIX) found or not.
 
     python benchmarks/head_to_head.py --budget smoke       # pipeline check: smax:3m, 3 seeds, 50k steps
     python benchmarks/head_to_head.py --budget table       # <= 2 h on 2 cores: 3 seeds, 200k steps, maps where QMIX learns
@@ -47,6 +47,11 @@ METHODS = {
     "PTDE(KD)": (["paradigm=ptde"], "PTDE (Chen et al.): the distilled student beats plain QMIX, near its GIP teacher"),
     "IGM-DA": (["paradigm=igm_da"], "IGM-DA (Hong et al.): the student imitating an unlimited-sight expert beats QMIX"),
     "CTDS": (["paradigm=ctds"], "CTDS (Zhao et al.): the student distilled from a full-sight teacher beats QMIX"),
+    # The papers' value-decomposition baselines, each under plain CTDE in place of QMIX (docs/backbones.md).
+    "QTRAN": (["paradigm=ctde", "algo=qtran"], "QTRAN (Son et al.): its unrestricted joint Q beats QMIX"),
+    "CW-QMIX": (["paradigm=ctde", "algo=cw_qmix"], "Weighted QMIX (Rashid et al.): CW-QMIX beats QMIX"),
+    "OW-QMIX": (["paradigm=ctde", "algo=ow_qmix"], "Weighted QMIX (Rashid et al.): OW-QMIX beats QMIX"),
+    "DMIX": (["paradigm=ctde", "algo=dmix"], "DFAC (Sun et al.): distributional DMIX beats QMIX"),
 }
 
 
@@ -70,10 +75,12 @@ def run_method(map_id: str, method: str, budget: dict, out: Path, say) -> dict:
         train(resume=run_dir, quiet=True)
         status = "resumed"
     else:
-        args = [f"env={map_id}", "algo=qmix", f"seeds={budget['seeds']}", f"steps={budget['steps']}",
+        extra = method_overrides(method, budget)
+        algo = next((o for o in extra if o.startswith("algo=")), "algo=qmix")  # QMIX unless the method names one
+        args = [f"env={map_id}", algo, f"seeds={budget['seeds']}", f"steps={budget['steps']}",
                 f"eval.interval={budget['eval_interval']}", f"eval.episodes={budget['eval_episodes']}",
                 f"algo.buffer_size={budget['buffer_size']}", f"out={run_dir}", *QUIET,
-                *method_overrides(method, budget)]
+                *[o for o in extra if o != algo]]
         train(args, overwrite=True, quiet=True)
         status = "trained"
     seconds = time.perf_counter() - tic
