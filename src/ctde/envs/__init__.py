@@ -140,13 +140,10 @@ def list_environments() -> list[dict]:
 
 def host_rows() -> list[dict]:
     """One row per host-side family (and GRF scenario), saying whether its package is installed here."""
-    import importlib.util
-
-    from ctde.envs.host import GRF_SCENARIOS, INSTALL, MODULES
+    from ctde.envs.host import GRF_SCENARIOS, MODULES, importable
 
     def installed(family: str) -> str:
-        module = MODULES[family].split(".")[0]
-        return "installed" if importlib.util.find_spec(module) else f"not installed: {INSTALL[family]}"
+        return "installed" if importable(MODULES[family]) else "not installed: docs/environments.md says how"
 
     rows = [{"id": "smac:<map>", "agents": None, "enemies": None, "episode_limit": None, "views": FULL_OBS,
              "description": f"host-side StarCraft II SMAC ({installed('smac')})"},

@@ -250,7 +250,7 @@ class HostProgram(Program):
 
     def compile_chunk(self, abstract: RunState, total_steps: jax.Array) -> tuple[Any, Any]:
         """Compiles the update (the one large program) for the run's shapes, so compile time is reported apart."""
-        self._learn.lower(abstract, *self._abstract_batch()).compile()
+        self.__dict__["_learn_compiled"] = self._learn.lower(abstract, *self._abstract_batch()).compile()
         return self.run_chunk, None
 
     def iteration(self, state: RunState, active: np.ndarray):
@@ -258,7 +258,8 @@ class HostProgram(Program):
         S = len(active)
         got = self.rollout(self._explore, params, self._initial_carry(S, self.envs_per_seed), rollout_keys,
                            np.asarray(seeds), env_steps, active, self.envs_per_seed)
-        return self._learn(state, got.trajectory, got.stats, jnp.asarray(active))
+        learn = self.__dict__.get("_learn_compiled", self._learn)  # compiled once, in compile_chunk
+        return learn(state, got.trajectory, got.stats, jnp.asarray(active))
 
     def run_chunk(self, state: RunState, first_block: Any, total_steps: Any) -> tuple[RunState, dict]:
         """`log.chunk_evals` evaluation blocks on the host; metrics {name: [seeds, chunk_evals]} as the compiled
