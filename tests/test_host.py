@@ -117,11 +117,15 @@ def test_host_loop_trains_resumes_exactly_evaluates_and_audits(run_training, tmp
     assert (cut / "report.md").exists()
 
 
-def test_ptde_two_stages_on_a_host_env(run_training):
-    result = run_training(*FAST, "steps=100", "paradigm=ptde", "ptde.distill_episodes=4", "ptde.distill_steps=20",
-                          "ptde.distill_batch=8", "ptde.distill_log_every=10", "rollout.host_processes=false")
+def test_ptde_two_stages_with_two_seeds_on_a_host_env(run_training):
+    # Two seeds vmapped, their 2 x 2 environments in worker processes (the default for several), stage 2 collected
+    # on the host.
+    result = run_training(*FAST, "steps=100", "seeds=2", "paradigm=ptde", "ptde.distill_episodes=4",
+                          "ptde.distill_steps=20", "ptde.distill_batch=8", "ptde.distill_log_every=10")
     assert result.summary["decentralization audit"].startswith("PASS")
     assert any("PRR" in key for key in result.summary)
+    assert sorted((r["seed"], r["block"]) for r in result.rows) == [(0, 0), (1, 0)]
+    assert all(r["env_steps"] >= 100 and r["train/episodes"] > 0 for r in result.rows)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gfootball") is None,
