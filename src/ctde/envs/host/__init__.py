@@ -14,8 +14,10 @@ Everything in this package is plain Python and NumPy: the environment workers im
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import io
 import importlib.util
 from dataclasses import dataclass
 
@@ -53,9 +55,11 @@ def is_host_family(family: str) -> bool:
 
 
 def importable(module: str) -> bool:
-    """Whether dotted `module` can be imported (its whole path: PyPI's unrelated `smac` has no smac.env)."""
+    """Whether dotted `module` can be imported (its whole path: PyPI's unrelated `smac` has no smac.env). Finding a
+    submodule imports its package, whose banners (gym's, under gfootball) are kept off the terminal."""
     try:
-        return importlib.util.find_spec(module) is not None
+        with contextlib.redirect_stderr(io.StringIO()):
+            return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
 

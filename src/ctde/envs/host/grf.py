@@ -22,6 +22,10 @@ dies. `reset(seed)` sets GRF's `game_engine_random_seed` for that episode.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
+
 import numpy as np
 
 from ctde.envs.host import GRF_SCENARIOS, require_package
@@ -39,14 +43,18 @@ def _one_hot(index: int, size: int) -> np.ndarray:
 class GRFEnv:
     def __init__(self, scenario: str, seed: int = 0):
         require_package("grf")
-        import gfootball.env as football
-
         self.scenario = scenario
         self.n_agents, self.episode_limit = GRF_SCENARIOS[scenario]
-        self._env = football.create_environment(
-            env_name=scenario, representation="raw", rewards="scoring", render=False,
-            number_of_left_players_agent_controls=self.n_agents,
-            other_config_options={"game_engine_random_seed": int(seed)})
+        # gym 0.25.2 (gfootball's pin, chosen on purpose) prints an "unmaintained" banner on import and GRF's
+        # wrappers warn about gym's old step API: once per worker process, so they are kept off the terminal.
+        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import gfootball.env as football
+
+            self._env = football.create_environment(
+                env_name=scenario, representation="raw", rewards="scoring", render=False,
+                number_of_left_players_agent_controls=self.n_agents,
+                other_config_options={"game_engine_random_seed": int(seed)})
         self._config = self._env.unwrapped._config  # noqa: SLF001 - where GRF reads its engine seed at reset
         self._raw = self._env.reset()
         self.n_left = len(self._raw[0]["left_team"])
