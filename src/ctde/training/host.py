@@ -14,8 +14,8 @@ stage 2, export and audit, all driven by the same runner. What changes is who st
 - Every environment's episode is seeded from the run's keys (which the checkpoint holds), so with a seedable
   environment a resumed run repeats the uninterrupted one exactly; an iteration is whole episodes, so a checkpoint
   is always between episodes.
-- Environments: seeds x `rollout.num_envs`, environment k of seed s built with seed 1000 (seed + s) + k, each in
-  its own process (`ctde.envs.host.workers`) or in this one (`rollout.host_processes`).
+- Environments: seeds x `rollout.num_envs`, environment k of seed s built with seed 1000 (seed + s) + k (`envs`),
+  each in its own process (`ctde.envs.host.workers`) or in this one (`rollout.host_processes`).
 
 Value-decomposition backbones only (the papers' main backbone); MAPPO and MADDPG are refused in `resolve`.
 """
@@ -58,12 +58,17 @@ class HostProgram(Program):
     def envs_per_seed(self) -> int:
         return self.backbone.num_envs
 
-    def envs(self):
+    def envs(self, episodes_played: np.ndarray | None = None):
+        """The environments, started on first use. Environment k of seed s gets seed 1000 (seed + s) + k, plus
+        7919 x the seed's episodes played when a resumed run starts them: an environment seeded only when it
+        starts (StarCraft II) then does not replay the random stream of the run's first episodes."""
         if self._envs is None:
             from ctde.envs.host.workers import HostEnvs
 
             config, per_seed = self.config, self.envs_per_seed
-            seeds = [1000 * (config.seed + s) + k for s in range(config.seeds) for k in range(per_seed)]
+            played = np.zeros(config.seeds, np.int64) if episodes_played is None else np.asarray(episodes_played)
+            seeds = [(1000 * (config.seed + s) + k + 7919 * int(played[s])) % 2 ** 31 for s in range(config.seeds)
+                     for k in range(per_seed)]
             processes = config.rollout.host_processes
             self._envs = HostEnvs(self.env.host, seeds, len(seeds) > 1 if processes is None else processes)
         return self._envs
@@ -265,6 +270,7 @@ class HostProgram(Program):
         """`log.chunk_evals` evaluation blocks on the host; metrics {name: [seeds, chunk_evals]} as the compiled
         chunk's."""
         config = self.config
+        self.envs(np.asarray(state.learner.episodes))
         rows = []
         for b in range(config.log.chunk_evals):
             block = int(first_block) + b
