@@ -144,3 +144,28 @@ def test_grf_features_and_a_short_run(run_training):
     result = run_training("env=grf:academy_3_vs_1_with_keeper", "algo=qmix", "steps=300", "eval.interval=150",
                           "eval.episodes=2", "rollout.num_envs=1", "algo.batch_size=2", "algo.buffer_size=16")
     assert result.summary["decentralization audit"].startswith("PASS")
+
+
+def test_adapter_closes_the_game_inside_a_wrapper_without_close():
+    """SMACv2's StarCraftCapabilityEnvWrapper inherits MultiAgentEnv.close (NotImplementedError), its game in .env."""
+    from ctde.envs.host.adapter import SMACAdapter
+    from ctde.envs.host.testenv import TinyBattle
+
+    closed = []
+
+    class Game(TinyBattle):
+        def close(self):
+            closed.append(True)
+
+    class Wrapper:
+        def __init__(self):
+            self.env = Game()
+
+        def __getattr__(self, name):
+            return getattr(self.env, name)
+
+        def close(self):
+            raise NotImplementedError
+
+    SMACAdapter(Wrapper(), "hostenv:wrapper").close()
+    assert closed == [True]

@@ -96,6 +96,11 @@ class SMACAdapter:
                 "won": won and done}
 
     def close(self) -> None:
-        close = getattr(self.env, "close", None)
-        if close is not None:
-            close()
+        # SMAC's MultiAgentEnv.close raises NotImplementedError; SMACv2's wrapper keeps the game in `.env`.
+        for env in (self.env, getattr(self.env, "env", None)):
+            try:
+                if callable(getattr(env, "close", None)):
+                    env.close()
+                    return
+            except NotImplementedError:
+                continue
