@@ -9,6 +9,7 @@ environments step side by side.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import traceback
@@ -33,33 +34,39 @@ serve(Connection(int(sys.argv[2])))
 
 
 def serve(conn: Connection) -> None:
-    """The worker loop: ("make", factory, seed), then ("reset", seed) / ("step", actions) / ("close",)."""
+    """The worker loop: ("make", factory, seed), then ("reset", seed) / ("step", actions) / ("close",).
+
+    Ctrl-C reaches the whole process group: the worker ignores it and the trainer closes it. If the trainer dies,
+    the pipe ends and the worker closes its environment (a StarCraft II process) and exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     env = None
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            break
-        command = message[0]
-        try:
-            if command == "make":
-                env = message[1].make(message[2])
-                conn.send(("ok", env.info()))
-            elif command == "reset":
-                conn.send(("ok", env.reset(message[1])))
-            elif command == "step":
-                conn.send(("ok", env.step(message[1])))
-            elif command == "close":
-                if env is not None:
-                    env.close()
-                conn.send(("ok", None))
-                break
-        except Exception as e:  # noqa: BLE001 - sent to the trainer, which raises it with the worker's traceback
+    try:
+        while True:
             try:
-                conn.send(("error", e, traceback.format_exc()))
-            except Exception:  # noqa: BLE001 - an exception that does not pickle
-                conn.send(("error", RuntimeError(repr(e)), traceback.format_exc()))
-    conn.close()
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            command = message[0]
+            try:
+                if command == "make":
+                    env = message[1].make(message[2])
+                    conn.send(("ok", env.info()))
+                elif command == "reset":
+                    conn.send(("ok", env.reset(message[1])))
+                elif command == "step":
+                    conn.send(("ok", env.step(message[1])))
+                elif command == "close":
+                    conn.send(("ok", None))
+                    break
+            except Exception as e:  # noqa: BLE001 - sent to the trainer, which raises it with the worker's traceback
+                try:
+                    conn.send(("error", e, traceback.format_exc()))
+                except Exception:  # noqa: BLE001 - an exception that does not pickle
+                    conn.send(("error", RuntimeError(repr(e)), traceback.format_exc()))
+    finally:
+        if env is not None:
+            env.close()
+        conn.close()
 
 
 class _Remote:
@@ -105,7 +112,7 @@ class _Remote:
             pass
         self.conn.close()
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
