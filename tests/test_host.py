@@ -77,8 +77,6 @@ def test_refusals_name_the_problem_and_the_fix(tmp_path):
     def refused(*options):
         return resolve(build_config([*options, f"out={tmp_path / 'x'}"]))
 
-    with pytest.raises(IncompatibleError, match="algo=mappo is not available on host-side environments"):
-        refused(f"env={TINY}", "algo=mappo")
     with pytest.raises(IncompatibleError, match="algo=maddpg is not available on host-side environments"):
         refused(f"env={TINY}", "algo=maddpg")
     with pytest.raises(ConfigError, match="Unknown GRF scenario 'academy_3_vs_3'"):
@@ -115,6 +113,21 @@ def test_host_loop_trains_resumes_exactly_evaluates_and_audits(run_training, tmp
     assert report["episodes_per_seed"] == 3 and 0 <= report["mean_std"]["win_rate"]["mean"] <= 1
     assert cli(["audit", str(cut / "policy")]) == 0
     assert (cut / "report.md").exists()
+
+
+def test_mappo_on_the_host_loop_resumes_exactly(run_training, tmp_path):
+    # Fixed-length rollouts of continuing episodes (auto-reset on the host), consumed by MAPPO's unchanged epochs;
+    # every block starts fresh episodes, so a resumed run (here in worker processes) repeats the whole one.
+    ppo = (f"env={TINY}", "algo=mappo", "eval.interval=100", "eval.episodes=2", "rollout.num_envs=2",
+           "log.chunk_evals=1", "rollout.length=20", "ppo.chunk_length=10", "ppo.minibatches=2")
+    whole = run_training(*ppo, "steps=200", "rollout.host_processes=false", name="whole")
+    assert whole.summary["decentralization audit"].startswith("PASS")
+    assert all(r["updates"] > 0 and r["train/episodes"] > 0 for r in whole.rows)
+    run_training(*ppo, "steps=100", "rollout.host_processes=true", name="cut")
+    assert cli(["train", "--resume", str(tmp_path / "cut"), "steps=200", "log.progress=false"]) == 0
+    resumed = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]  # noqa: E731
+    assert strip(resumed) == strip(whole.rows)
 
 
 def test_ptde_two_stages_with_two_seeds_on_a_host_env(run_training):

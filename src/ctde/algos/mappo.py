@@ -373,10 +373,18 @@ class PPO:
         """Collect one rollout, then `ppo.epochs` passes of `ppo.minibatches` updates over it. Where `active`
         (bool [], None for true) is false the state comes back unchanged and the sums are zero
         (ctde.algos.seeds; PPO's state holds no replay, so a plain choice between states is cheap)."""
-        start = state
         rng, rollout_key, shuffle_key = jax.random.split(state.rng, 3)
         trajectory, stats, rollout = self.collect(state, rollout_key)
-        chunks, value_norm = self.prepare(state, trajectory, rollout.carry[1])
+        return self.learn_from(state, trajectory, stats, rollout, rollout.carry[1], active, rng, shuffle_key)
+
+    def learn_from(self, state: PPOState, trajectory: Trajectory, stats: EpisodeStats, rollout: Any,
+                   final_critic_carry: Any, active: jax.Array | None, rng: jax.Array, shuffle_key: jax.Array
+                   ) -> tuple[PPOState, EpisodeStats, dict[str, jax.Array], jax.Array]:
+        """The part of `iteration` after collecting: `ppo.epochs` passes over the rollout (trajectory [E, T + 1,
+        ...], its sums `stats`); `rollout` is kept to continue from and `rng` becomes the next key. The host loop
+        (`ctde.training.host`), whose rollouts come from environments outside JAX, calls this directly."""
+        start = state
+        chunks, value_norm = self.prepare(state, trajectory, final_critic_carry)
         state = state.replace(rollout=rollout, rng=rng, value_norm=value_norm,
                               env_steps=state.env_steps + stats.env_steps,
                               episodes=state.episodes + stats.episodes.astype(jnp.int32))

@@ -5,6 +5,7 @@ replay included, and the evaluation key), the same chunks of evaluation blocks, 
 stage 2, export and audit, all driven by the same runner. What changes is who steps the environments:
 
     per iteration:  keys (jit)  ->  num_envs episodes on the host, `act` jitted per step  ->  store + learn (jit)
+    (value decomposition; MAPPO: `rollout.length` steps of continuing episodes -> its epochs)
 
 - `act` is the paradigm's collecting model with the backbone's epsilon-greedy choice, vmapped over seeds and
   environments; the host sends each environment its agents' actions and gathers what it returns.
@@ -17,7 +18,8 @@ stage 2, export and audit, all driven by the same runner. What changes is who st
 - Environments: seeds x `rollout.num_envs`, environment k of seed s built with seed 1000 (seed + s) + k (`envs`),
   each in its own process (`ctde.envs.host.workers`) or in this one (`rollout.host_processes`).
 
-Value-decomposition backbones only (the papers' main backbone); MAPPO and MADDPG are refused in `resolve`.
+MAPPO / IPPO run here too, as the compiled loop runs them: fixed-length rollouts of continuing episodes consumed
+at once by the backbone's unchanged `learn_from` (see the section at the end). MADDPG is refused in `resolve`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Episodes:
 @dataclass
 class HostProgram(Program):
     _envs: Any = field(default=None, repr=False)
+    _live: Any = field(default=None, repr=False)  # MAPPO: the episodes in progress between iterations
 
     # -- environments ------------------------------------------------------------------------------------
 
@@ -254,11 +257,23 @@ class HostProgram(Program):
     # -- the runner's interface (see Program) ------------------------------------------------------------
 
     def compile_chunk(self, abstract: RunState, total_steps: jax.Array) -> tuple[Any, Any]:
-        """Compiles the update (the one large program) for the run's shapes, so compile time is reported apart."""
-        self.__dict__["_learn_compiled"] = self._learn.lower(abstract, *self._abstract_batch()).compile()
+        """Compiles the update (the one large program) for the run's shapes, so compile time is reported apart
+        """
+        if self.on_policy:
+            self.__dict__["_ppo_learn_compiled"] = self._ppo_learn.lower(abstract, *self._ppo_abstract_batch(
+                abstract)).compile()
+        else:
+            self.__dict__["_learn_compiled"] = self._learn.lower(abstract, *self._abstract_batch()).compile()
         return self.run_chunk, None
 
+    @property
+    def on_policy(self) -> bool:
+        """MAPPO / IPPO: fixed-length rollouts of continuing episodes, consumed at once (`_ppo_iteration`)."""
+        return hasattr(self.backbone, "learn_from")
+
     def iteration(self, state: RunState, active: np.ndarray):
+        if self.on_policy:
+            return self._ppo_iteration(state, active)
         rollout_keys, seeds, env_steps, params = self._begin(state)
         S = len(active)
         got = self.rollout(self._explore, params, self._initial_carry(S, self.envs_per_seed), rollout_keys,
@@ -293,6 +308,7 @@ class HostProgram(Program):
             eval_rng, row = self._row(state, sums, update_sums, n_updates)
             rows.append(row)
             state = state.replace(eval_rng=eval_rng)
+            self._live = None  # evaluation reset the environments: MAPPO's episodes start afresh
         return state, {k: np.stack([r[k] for r in rows], axis=1) for k in rows[0]}
 
     def _row(self, state: RunState, sums, update_sums, n_updates) -> tuple[Any, dict[str, np.ndarray]]:
@@ -332,6 +348,8 @@ class HostProgram(Program):
 
     def _update_metrics(self, state: RunState) -> dict:
         """The update's metric names and dtypes (per seed): remembered from the last iteration, else traced."""
+        if "_metric_shapes" not in self.__dict__ and self.on_policy:
+            return {}  # (a MAPPO block with no iteration before any other: no update metrics in its row)
         if "_metric_shapes" not in self.__dict__:
             abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
             self.backbone.seed_axis = SEED_AXIS
@@ -363,3 +381,136 @@ class HostProgram(Program):
         act = self._greedy(self.paradigm.distill_teacher, distill_selector(self), True)
         trajectory = self.episodes(act, agent_params, keys, episodes).trajectory
         return jax.jit(jax.vmap(lambda p, tr: dataset_of(self, p, tr, holdout)))(agent_params, trajectory)
+
+    # -- MAPPO / IPPO: fixed-length rollouts of continuing episodes ------------------------------------------
+    #
+    # As the compiled rollout with auto_reset: each of `rollout.length` steps records the inputs, the action and
+    # the actor's extras (log-probability, value); an environment whose episode ends is reset at once (its entry
+    # is terminal, the next one starts the next episode); the recurrent states before every `ppo.chunk_length`-th
+    # step are kept (`segment_carry`); entry T holds the inputs after the last step. The episodes in progress
+    # carry over to the next iteration (`_live`) until an evaluation, which resets the environments, so every
+    # block (and every chunk, hence every resume) starts with fresh episodes.
+
+    @functools.cached_property
+    def _ppo_act(self):
+        actor = self.backbone.actor()
+
+        def act_one(params, carry, obs, state, avail, views, last_action, reset, key, t):
+            inputs = AgentInputs(obs=obs[None], last_action=last_action[None], avail=avail[None], state=state[None],
+                                 reset=reset[None], views={k: v[None] for k, v in views.items()})
+            return actor.step(params, carry, inputs, jax.random.fold_in(key, t))
+
+        return jax.jit(jax.vmap(act_one, in_axes=(0, 0, 0, 0, 0, 0, 0, 0, 0, None)))
+
+    @functools.cached_property
+    def _ppo_begin(self):
+        per_seed, length, actor = self.envs_per_seed, self.backbone.length, self.backbone.actor()
+
+        def begin(state: RunState):
+            _, rollout_key, _ = jax.random.split(state.learner.rng, 3)
+            start = jax.random.randint(jax.random.fold_in(rollout_key, 2), (per_seed,), 0, MAX_SEED)
+            later = jax.random.randint(jax.random.fold_in(rollout_key, 3), (length, per_seed), 0, MAX_SEED)
+            return rollout_key, start, later, state.learner.params, actor.initial_carry(per_seed)
+
+        return jax.jit(jax.vmap(begin))
+
+    @functools.cached_property
+    def _ppo_learn(self):
+        backbone = self.backbone
+        backbone.seed_axis = SEED_AXIS
+
+        def learn_one(state: RunState, trajectory, stats, final_critic_carry, active):
+            rng, _, shuffle_key = jax.random.split(state.learner.rng, 3)
+            learner, stats, metrics, updates = backbone.learn_from(state.learner, trajectory, stats,
+                                                                   state.learner.rollout, final_critic_carry, active,
+                                                                   rng, shuffle_key)
+            finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+            nonfinite_step = jnp.where((state.first_nonfinite_step < 0) & ~finite, learner.env_steps,
+                                       state.first_nonfinite_step)
+            return state.replace(learner=learner, first_nonfinite_step=nonfinite_step), stats, metrics, updates
+
+        return jax.jit(jax.vmap(learn_one, axis_name=SEED_AXIS), donate_argnums=0,
+                       compiler_options=self.compiler_options())
+
+    def _ppo_iteration(self, state: RunState, active: np.ndarray):
+        S, E, T, C = len(active), self.envs_per_seed, self.backbone.length, self.backbone.ppo.chunk_length
+        envs, n = self.envs(), self.env.spec.n_agents
+        keys, start_seeds, later_seeds, params, fresh_carry = self._ppo_begin(state)
+        start_seeds, later_seeds = np.asarray(start_seeds), np.asarray(later_seeds)
+        if self._live is None:  # fresh episodes everywhere
+            current = self._zeros(S, E, 1)
+            places = [(s, k) for s in range(S) for k in range(E)]
+            for (s, k), step in zip(places, envs.reset([s * E + k for s, k in places],
+                                                       [int(start_seeds[s, k]) for s, k in places])):
+                self._write(current, s, k, step)
+            self._live = {"current": current, "carry": fresh_carry, "last_action": np.full((S, E, n), -1, np.int32),
+                          "reset": np.ones((S, E), bool), "returns": np.zeros((S, E)),
+                          "lengths": np.zeros((S, E), np.int32)}
+        live = self._live
+        current, carry = live["current"], live["carry"]
+        traj = self._zeros(S, E, T + 1)
+        extras, segments = None, None
+        episodes, returns, wins, lengths = (np.zeros(S, np.float32) for _ in range(4))
+        stepping = [(s, k) for s in range(S) for k in range(E) if active[s]]
+        names = ("obs", "state", "avail", "views", "alive")
+        for t in range(T):
+            if t % C == 0:
+                leaves = jax.device_get(carry)
+                if segments is None:
+                    segments = jax.tree.map(lambda x: np.zeros((S, E, T // C, *x.shape[2:]), x.dtype), leaves)
+                jax.tree.map(lambda out, x: out.__setitem__((slice(None), slice(None), t // C), x), segments, leaves)
+            inputs = [jax.tree.map(lambda x: x[:, :, 0], getattr(current, name)) for name in names[:4]]
+            carry, actions, step_extras = self._ppo_act(params, carry, *inputs, live["last_action"], live["reset"],
+                                                        keys, t)
+            actions, step_extras = np.asarray(actions), jax.device_get(step_extras)
+            if extras is None:
+                extras = jax.tree.map(lambda x: np.zeros((S, E, T + 1, *x.shape[2:]), x.dtype), step_extras)
+            jax.tree.map(lambda out, x: out.__setitem__((slice(None), slice(None), t), x), extras, step_extras)
+            for name in names:
+                jax.tree.map(lambda out, now: out.__setitem__((slice(None), slice(None), t), now[:, :, 0]),
+                             getattr(traj, name), getattr(current, name))
+            traj.last_action[:, :, t], traj.reset[:, :, t] = live["last_action"], live["reset"]
+            traj.valid[:, :, t] = active[:, None]
+            traj.action[:, :, t] = np.where(active[:, None, None], actions, 0)
+            results = envs.step([s * E + k for s, k in stepping], [actions[s, k] for s, k in stepping])
+            ended = []
+            for (s, k), step in zip(stepping, results):
+                traj.reward[s, k, t], traj.terminal[s, k, t], traj.done[s, k, t] = (
+                    step["reward"], step["done"], step["done"])
+                live["returns"][s, k] += step["reward"]
+                live["lengths"][s, k] += 1
+                live["last_action"][s, k] = actions[s, k]
+                live["reset"][s, k] = False
+                self._write(current, s, k, step)
+                if step["done"]:
+                    episodes[s] += 1
+                    returns[s] += live["returns"][s, k]
+                    wins[s] += step["won"]
+                    lengths[s] += live["lengths"][s, k]
+                    live["returns"][s, k], live["lengths"][s, k] = 0.0, 0
+                    live["last_action"][s, k], live["reset"][s, k] = -1, True
+                    ended.append((s, k))
+            for (s, k), step in zip(ended, envs.reset([s * E + k for s, k in ended],
+                                                      [int(later_seeds[s, t, k]) for s, k in ended])):
+                self._write(current, s, k, step)
+        for name in names:  # entry T: the inputs after the last step (never a decision)
+            jax.tree.map(lambda out, now: out.__setitem__((slice(None), slice(None), T), now[:, :, 0]),
+                         getattr(traj, name), getattr(current, name))
+        traj.last_action[:, :, T], traj.reset[:, :, T] = live["last_action"], live["reset"]
+        live["carry"] = carry
+        trajectory = traj.replace(extras=extras, segment_carry=segments)
+        stats = EpisodeStats(episodes=episodes, returns=returns, wins=wins, lengths=lengths,
+                             env_steps=traj.valid.sum((1, 2)).astype(np.int32))
+        learn = self.__dict__.get("_ppo_learn_compiled", self._ppo_learn)  # compiled once, in compile_chunk
+        return learn(state, trajectory, stats, carry[1], jnp.asarray(active))
+
+    def _ppo_abstract_batch(self, abstract: RunState) -> tuple:
+        """Shapes of `_ppo_learn`'s inputs after the state, as the compiled rollout (on the shape-only environment)
+        lays them out, with the seed axis: trajectory, stats, final critic carry, active."""
+        one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), abstract.learner)
+        trajectory, _, rollout = jax.eval_shape(self.backbone.collect, one, jax.random.PRNGKey(0))
+        S = self.config.seeds
+        seeded = lambda x: jax.ShapeDtypeStruct((S, *x.shape), x.dtype)  # noqa: E731
+        stats = jax.tree.map(lambda x: jax.ShapeDtypeStruct((S,), x.dtype), EpisodeStats.zero())
+        return (jax.tree.map(seeded, trajectory), stats, jax.tree.map(seeded, rollout.carry[1]),
+                jax.ShapeDtypeStruct((S,), bool))

@@ -291,16 +291,13 @@ def _check_host_side(config: TrainConfig, paradigm) -> None:
                               f"in processes; {config.env.id} runs inside JAX. Remove rollout.host_processes.")
         return
     kind = backbone_family(config.algo.name)
-    if kind != "value_decomposition":
-        why = {"policy_gradient": "MAPPO keeps its environments running across fixed-length rollouts (auto-reset) and "
-                                  "consumes each rollout at once",
-               "actor_critic": "MADDPG's iteration (its actors' exploration noise, its critics' updates) has no host "
-                               "version"}[kind]
+    if kind == "actor_critic":
         raise IncompatibleError(
             f"algo={config.algo.name} is not available on host-side environments ({config.env.id}) yet: the host loop "
-            f"collects whole episodes into the episode replay of the value-decomposition backbones, while {why}. "
-            f"Use algo=iql, vdn, qmix or qplex there, or a smax:/mpe: environment for algo={config.algo.name}.")
-    if config.rollout.auto_reset or config.rollout.length is not None:
+            f"runs the value-decomposition backbones' episode replay and MAPPO's rollouts, and MADDPG's iteration "
+            f"(its actors' exploration noise, its critics' updates) has no host version. Use algo=qmix (or iql, vdn, "
+            f"qplex, mappo, ippo) there, or an mpe: environment for algo={config.algo.name}.")
+    if kind == "value_decomposition" and (config.rollout.auto_reset or config.rollout.length is not None):
         raise ConfigError(f"rollout.auto_reset and rollout.length do not apply to host-side environments: the host "
                           f"loop collects one whole episode per environment. Remove them.")
     if paradigm.required_views and family in FULL_SIGHT_REFUSALS:
