@@ -81,9 +81,11 @@ def loop_rates(program, state, episodes: int) -> tuple[float, float, object]:
     active = np.ones(1, bool)
     steps, tic = 0, time.perf_counter()
     for _ in range(-(-episodes // program.envs_per_seed)):
-        keys, seeds, env_steps, params = program._begin(state)  # noqa: SLF001 - the loop's own pieces, timed apart
-        got = program.rollout(program._explore, params, program._initial_carry(1, program.envs_per_seed), keys,  # noqa: SLF001
-                              np.asarray(seeds), env_steps, active, program.envs_per_seed)
+        # the loop's own pieces, timed apart from the update
+        keys, seeds, env_steps, params = program._begin(state)  # noqa: SLF001
+        carry = program._initial_carry(1, program.envs_per_seed)  # noqa: SLF001
+        got = program.rollout(program._explore, params, carry, keys, np.asarray(seeds), env_steps, active,  # noqa: SLF001
+                              program.envs_per_seed)
         steps += int(got.stats.env_steps.sum())
     rollout = steps / (time.perf_counter() - tic)
     steps, tic = 0, time.perf_counter()

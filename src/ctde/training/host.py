@@ -184,9 +184,7 @@ class HostProgram(Program):
                       for name in ("obs", "state", "avail", "views")]
             carry, actions = act(params, carry, *inputs, last_action, np.full((S, count), t == 0), keys, t, aux)
             actions = np.asarray(actions)
-            for name in ("obs", "state", "avail", "views", "alive"):
-                jax.tree.map(lambda out, now: out.__setitem__((slice(None), slice(None), t), now[:, :, 0]),
-                             getattr(traj, name), getattr(current, name))
+            self._copy_inputs(traj, t, current)
             traj.last_action[:, :, t] = last_action
             traj.reset[:, :, t] = t == 0
             traj.valid[:, :, t] = running
@@ -205,9 +203,7 @@ class HostProgram(Program):
             last_action = np.where(traj.valid[:, :, t, None], actions, last_action).astype(np.int32)
             t += 1
         for u in range(t, T + 1):  # the inputs after the last step, then padding: the same, never valid
-            for name in ("obs", "state", "avail", "views", "alive"):
-                jax.tree.map(lambda out, now: out.__setitem__((slice(None), slice(None), u), now[:, :, 0]),
-                             getattr(traj, name), getattr(current, name))
+            self._copy_inputs(traj, u, current)
             traj.last_action[:, :, u] = last_action
         finished = active[:, None] & ~running
         stats = EpisodeStats(episodes=finished.sum(1).astype(np.float32),
@@ -216,6 +212,13 @@ class HostProgram(Program):
                              lengths=np.where(finished, lengths, 0).sum(1).astype(np.float32),
                              env_steps=traj.valid.sum((1, 2)).astype(np.int32))
         return Episodes(trajectory=traj, stats=stats)
+
+    @staticmethod
+    def _copy_inputs(traj: Trajectory, t: int, current: Trajectory) -> None:
+        """Entry t of every environment's inputs (obs, state, avail, views, alive) from `current` ([:, :, 0])."""
+        for name in ("obs", "state", "avail", "views", "alive"):
+            jax.tree.map(lambda out, now: out.__setitem__((slice(None), slice(None), t), now[:, :, 0]),
+                         getattr(traj, name), getattr(current, name))
 
     def _write(self, current: Trajectory, s: int, k: int, step: dict) -> None:
         current.obs[s, k, 0], current.state[s, k, 0], current.avail[s, k, 0] = step["obs"], step["state"], step["avail"]
@@ -372,7 +375,8 @@ class HostProgram(Program):
         recorded = []
         for e in range(episodes):
             length = max(int(trajectory.valid[0, e].sum()), 1)
-            recorded.append({k: getattr(trajectory, k)[0, e, :length] for k in ("obs", "last_action", "avail", "state")})
+            recorded.append({k: getattr(trajectory, k)[0, e, :length]
+                             for k in ("obs", "last_action", "avail", "state")})
         return summary, recorded
 
     def collect_datasets(self, agent_params: Any, keys: jax.Array, episodes: int, holdout: float) -> Any:
@@ -452,23 +456,21 @@ class HostProgram(Program):
         extras, segments = None, None
         episodes, returns, wins, lengths = (np.zeros(S, np.float32) for _ in range(4))
         stepping = [(s, k) for s in range(S) for k in range(E) if active[s]]
-        names = ("obs", "state", "avail", "views", "alive")
         for t in range(T):
             if t % C == 0:
                 leaves = jax.device_get(carry)
                 if segments is None:
                     segments = jax.tree.map(lambda x: np.zeros((S, E, T // C, *x.shape[2:]), x.dtype), leaves)
                 jax.tree.map(lambda out, x: out.__setitem__((slice(None), slice(None), t // C), x), segments, leaves)
-            inputs = [jax.tree.map(lambda x: x[:, :, 0], getattr(current, name)) for name in names[:4]]
+            inputs = [jax.tree.map(lambda x: x[:, :, 0], getattr(current, name))
+                      for name in ("obs", "state", "avail", "views")]
             carry, actions, step_extras = self._ppo_act(params, carry, *inputs, live["last_action"], live["reset"],
                                                         keys, t)
             actions, step_extras = np.asarray(actions), jax.device_get(step_extras)
             if extras is None:
                 extras = jax.tree.map(lambda x: np.zeros((S, E, T + 1, *x.shape[2:]), x.dtype), step_extras)
             jax.tree.map(lambda out, x: out.__setitem__((slice(None), slice(None), t), x), extras, step_extras)
-            for name in names:
-                jax.tree.map(lambda out, now: out.__setitem__((slice(None), slice(None), t), now[:, :, 0]),
-                             getattr(traj, name), getattr(current, name))
+            self._copy_inputs(traj, t, current)
             traj.last_action[:, :, t], traj.reset[:, :, t] = live["last_action"], live["reset"]
             traj.valid[:, :, t] = active[:, None]
             traj.action[:, :, t] = np.where(active[:, None, None], actions, 0)
@@ -493,9 +495,7 @@ class HostProgram(Program):
             for (s, k), step in zip(ended, envs.reset([s * E + k for s, k in ended],
                                                       [int(later_seeds[s, t, k]) for s, k in ended])):
                 self._write(current, s, k, step)
-        for name in names:  # entry T: the inputs after the last step (never a decision)
-            jax.tree.map(lambda out, now: out.__setitem__((slice(None), slice(None), T), now[:, :, 0]),
-                         getattr(traj, name), getattr(current, name))
+        self._copy_inputs(traj, T, current)  # entry T: the inputs after the last step (never a decision)
         traj.last_action[:, :, T], traj.reset[:, :, T] = live["last_action"], live["reset"]
         live["carry"] = carry
         trajectory = traj.replace(extras=extras, segment_carry=segments)
