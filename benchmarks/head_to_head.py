@@ -121,7 +121,8 @@ def main() -> int:
         budget["steps"] = int(args.steps)
     if args.learns is None:
         args.learns = budget.get("learns", 0.5)
-    methods = [m for m in (args.methods or ",".join(METHODS if args.budget == "smoke" else PARADIGM_ROWS)).split(",") if m]
+    default_rows = METHODS if args.budget == "smoke" else PARADIGM_ROWS
+    methods = [m for m in (args.methods or ",".join(default_rows)).split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or "CTDE" not in methods:
         parser.error(f"methods must include CTDE and come from {', '.join(METHODS)}; got {unknown or methods}")
