@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test install clean-demo grf
+.PHONY: demo test test-slow install clean-demo grf
 
 install: $(STAMP)
 
@@ -28,8 +28,13 @@ demo: $(STAMP)
 	@echo "Learning curve:  $(DEMO_OUT)/learning_curve.png"
 	@echo "Exported policy: $(DEMO_OUT)/policy/"
 
+# `make test` runs every test but those marked slow (35 s of CPU or more each, mostly learning runs on tiny
+# tasks); `make test-slow` runs those. CI (.ci/run) runs both, one after the other.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15 -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15 -m slow tests
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -239,6 +239,7 @@ def test_hosting_paradigms_are_accepted(algo, paradigms):
         resolve(build_config([f"env={env}", f"algo={algo}", f"paradigm={paradigm}"]))
 
 
+@pytest.mark.slow
 def test_dmix_trains_resumes_exports_and_passes_the_audit_through_the_cli(run_training, tmp_path):
     """CADP on DMIX (both the C and the exported D model carry quantile heads): a run stopped early resumes through
     `ctde train --resume` to the uninterrupted metrics; `ctde export` writes the D policy, which acts on the mean
@@ -276,9 +277,9 @@ def _greedy_returns(result) -> list[float]:
     return [r["test/agent/return"] for r in result.rows if r["block"] == last]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("algo, finds_optimum", [("qmix", False), ("qtran", True), ("cw_qmix", True),
-                                                 ("ow_qmix", True)])
+@pytest.mark.parametrize("algo, finds_optimum", [("qmix", False), ("qtran", True),  # about 25 s each
+                                                 pytest.param("cw_qmix", True, marks=pytest.mark.slow),  # about 55 s
+                                                 pytest.param("ow_qmix", True, marks=pytest.mark.slow)])
 def test_matrix_game_qmix_misses_the_optimum_that_qtran_and_weighted_qmix_find(run_training, algo, finds_optimum):
     """QTRAN's matrix game under uniform exploration (ε = 1 throughout): QMIX's monotonic projection settles on
     a 0 cell on every seed; QTRAN, CW-QMIX and OW-QMIX reach the greedy joint return 8 on every seed."""

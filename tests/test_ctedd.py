@@ -65,6 +65,7 @@ def test_the_entropy_term_trains_the_local_heads_only():
     assert 0 < float(metrics["entropy"]) <= np.log(spec.n_actions) + 1e-6
 
 
+@pytest.mark.slow
 def test_ctedd_distils_the_global_policies_into_communicating_local_ones(run_training):
     """Hallway: agents in separate corridors must enter the goal on the same step. The global policies see every
     agent's cell; the local ones see their own and one bit from each agent. After stage 2 the local policies

@@ -130,6 +130,7 @@ def test_mappo_on_the_host_loop_resumes_exactly(run_training, tmp_path):
     assert strip(resumed) == strip(whole.rows)
 
 
+@pytest.mark.slow  # about 67 s
 def test_ptde_two_stages_with_two_seeds_on_a_host_env(run_training):
     # Two seeds vmapped, their 2 x 2 environments in worker processes (the default for several), stage 2 collected
     # on the host.

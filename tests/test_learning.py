@@ -2,12 +2,13 @@
 
 Settings shared by these tests: 3 vmapped seeds, 4 updates per rollout of 8 episodes, epsilon annealed over
 half the run. Assertions are on the median over seeds of the last greedy evaluation (32 episodes each).
+
+The two-step games learn in about 25 s of CPU each and run in `make test`; the hallway runs take 35-65 s each
+and are marked `slow` (`make test-slow`, which CI runs after `make test`).
 """
 
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.slow
 
 COMMON = ("seeds=3", "eval.episodes=32", "algo.updates_per_rollout=4", "log.chunk_evals=4")
 
@@ -27,6 +28,7 @@ def test_two_step_game_reaches_the_coordinated_optimum(run_training, algo, preci
     assert _final_median(result, "test/agent/return") >= 7.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["qmix", "vdn"])
 def test_hallway_agents_learn_to_enter_together(run_training, algo):
     """Partially observable rendezvous: each agent sees only its own cell and the time; entering alone ends
@@ -36,6 +38,7 @@ def test_hallway_agents_learn_to_enter_together(run_training, algo):
     assert _final_median(result, "test/agent/win_rate") >= 0.9
 
 
+@pytest.mark.slow
 def test_iql_on_hallway_is_documented_not_required(run_training):
     """IQL learns each agent's utility from the team reward with no mixer, so nothing assigns credit for the
     joint entry; it is allowed to fall short of the rendezvous. On this small corridor it usually solves it
@@ -56,6 +59,7 @@ def test_mappo_reaches_the_two_step_optimum(run_training):
     assert _final_median(result, "test/agent/return") >= 7.9
 
 
+@pytest.mark.slow
 def test_mappo_solves_hallway(run_training):
     """MAPPO's centralized value sees both agents' cells through the state; the decentralized actors learn to
     wait and enter together."""
@@ -63,6 +67,7 @@ def test_mappo_solves_hallway(run_training):
     assert _final_median(result, "test/agent/win_rate") >= 0.9
 
 
+@pytest.mark.slow
 def test_ippo_on_hallway_is_documented_not_required(run_training):
     """IPPO's value sees only the agent's own cell and the time, so it cannot tell whether a wait pays off;
     it may fall short of the rendezvous. We assert it beats chance (under 10%) and print what it reached."""

@@ -390,6 +390,7 @@ def _synthetic_ranking_file(path: Path, queries: int = 80, docs: int = 6, featur
     return path
 
 
+@pytest.mark.slow
 def test_ptde_learns_to_rank_and_beats_random_scores(run_training, tmp_path):
     """PTDE end to end on a tiny LTR file (VDN, 3,000 training queries): over every test query, the exported student
     (KD) beats uniformly random scores by at least 0.1 NDCG@6, and the teacher beats them too."""

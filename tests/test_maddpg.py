@@ -92,6 +92,7 @@ def test_each_agent_alone_takes_its_own_action_in_the_joint_one():
             np.testing.assert_array_equal(joint[i, j], own[j] if i == j else replayed[j])
 
 
+@pytest.mark.slow
 def test_maddpg_learns_the_two_step_coordination_game(run_training):
     """The safe choice pays 7; only coordinating on state 2B and action (1, 1) pays 8. A centralized critic
     finds it: every seed's greedy decentralized policy scores 8."""
