@@ -227,9 +227,11 @@ def run_leaks(say) -> dict:
 DISK_JOB = "smax_3m_qmix"
 
 
-def run_disk(work: Path, say, size: str = "6m") -> dict:
+def run_disk(work: Path, say, size: str | None = None) -> dict:
+    """A full disk during a checkpoint write; `size` of the tmpfs, by default one on which one of the reference
+    run's checkpoints fits and a second does not (`one_checkpoint_disk`)."""
     from ctde.experiments.faults import (cli_environment, comparable_rows, complete_checkpoints, first_difference,
-                                         run_cli, small_disk)
+                                         one_checkpoint_disk, run_cli, small_disk)
 
     env = cli_environment(work / "compile_cache")
     reference = work / "kills" / f"{DISK_JOB}_reference"
@@ -237,6 +239,7 @@ def run_disk(work: Path, say, size: str = "6m") -> dict:
         result = run_cli(["train", *JOBS[DISK_JOB], f"out={reference}"], env)
         if result.returncode:
             raise RuntimeError(result.stderr[-2000:])
+    size = size or one_checkpoint_disk(reference / "checkpoints")
     row: dict = {"job": DISK_JOB, "tmpfs_size": size}
     try:
         with small_disk(size) as disk:

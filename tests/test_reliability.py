@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ctde.errors import CheckpointError, TrainingDivergedError
-from ctde.experiments.faults import (Trigger, cli_environment, complete_checkpoints, kill_during, poisoned_distillation,
-                                     poisoned_loss, resume_and_compare, small_disk)
+from ctde.experiments.faults import (Trigger, cli_environment, complete_checkpoints, kill_during, one_checkpoint_disk,
+                                     poisoned_distillation, poisoned_loss, resume_and_compare, small_disk)
 
 COMPILE_CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"  # conftest's, shared with the CLI
 QUIET = ("log.progress=false", "log.tensorboard=false")
@@ -55,11 +55,6 @@ def _fail_writes_after(monkeypatch, successful_saves: int):
     monkeypatch.setattr(ocp.CheckpointManager, "save", save)
 
 
-def _disk_bytes(directory: Path) -> int:
-    """Bytes the files under `directory` take on a tmpfs (whole 4 KiB pages)."""
-    return sum(-(-p.stat().st_size // 4096) * 4096 for p in directory.rglob("*") if p.is_file())
-
-
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(run_training, tmp_path, monkeypatch):
     """A checkpoint that does not fit: a clear error naming the intact checkpoint, no partial directory left, and
     the run, moved to a disk with room, resumes to the uninterrupted run's metrics. On a real tmpfs of 1.5
@@ -68,13 +63,9 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(run_training, tm
     import shutil
 
     reference = run_training(*TOY, "steps=3000", name="reference").run_dir
-    # A disk where one checkpoint fits and a second does not, sized from the reference run's own checkpoints: their
-    # size moves with library versions (a fixed 2 MB held three of them with orbax 0.12.8, about 0.7 MB each).
-    checkpoint_bytes = max(_disk_bytes(reference / "checkpoints" / str(step))
-                           for step in complete_checkpoints(reference / "checkpoints"))
     disk = "tmpfs"
     try:
-        mount = small_disk(f"{int(1.5 * checkpoint_bytes) // 1024 + 128}k")
+        mount = small_disk(one_checkpoint_disk(reference / "checkpoints"))  # one checkpoint fits, two do not
         root = mount.__enter__()
     except PermissionError:
         disk = "injected"
