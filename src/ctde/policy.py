@@ -46,7 +46,7 @@ import numpy as np
 
 from ctde.errors import AuditFailedError, CheckpointError
 from ctde.nets.cadp import CADPAgent
-from ctde.nets.rnn import RNNAgent, action_features
+from ctde.nets.rnn import RNNAgent, action_features, value_outputs, value_scores
 
 POLICY_FORMAT_VERSION = 1
 OWN_INPUTS = ("obs", "last_action", "agent_id", "avail")
@@ -126,16 +126,13 @@ def recurrent_agent_step(spec: dict, forward: Callable) -> AgentStep:
     def step(params, hidden, obs, last_action, avail, agent_index, reset):
         x = own_input(spec, obs, last_action, avail, agent_index)
         hidden, scores = forward(params, hidden[None], x[None, None], reset[None, None])
-        if quantiles:  # DMIX: |A|·N outputs, N quantiles per action; act on their mean, as in training
-            return hidden[0], scores[0, 0].reshape(spec["n_actions"], quantiles).mean(axis=-1)
-        return hidden[0], scores[0, 0]
+        return hidden[0], value_scores(scores[0, 0], spec["n_actions"], quantiles)[0]  # DMIX: the quantiles' mean
 
     return step
 
 
 def _outputs(spec: dict) -> int:
-    """Outputs of a recurrent network's head: |A|, or |A|·N with N quantiles per action (DMIX)."""
-    return spec["n_actions"] * max(1, spec.get("quantiles", 0))
+    return value_outputs(spec["n_actions"], spec.get("quantiles", 0))
 
 
 @register_network("rnn_agent")

@@ -142,3 +142,21 @@ def agent_inputs(obs: jax.Array, last_action: jax.Array, n_actions: int, extra: 
     ids = jnp.broadcast_to(np.eye(n_agents, dtype=obs.dtype), (*obs.shape[:-2], n_agents, n_agents))
     last = action_features(last_action, n_actions).astype(obs.dtype)
     return jnp.concatenate([obs, last, *[e.astype(obs.dtype) for e in extra], ids], axis=-1)
+
+
+def value_outputs(n_actions: int, quantiles: int) -> int:
+    """Width of a value head: |A|, or |A|·N with N quantiles per action (DMIX, `algo.value_quantiles`)."""
+    return n_actions * max(1, quantiles)
+
+
+def value_scores(outputs: jax.Array, n_actions: int, quantiles: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A learned (td_model) network's outputs -> (scores [..., |A|], extras).
+
+    With DMIX (`algo.value_quantiles` = N > 0) the network has |A|·N outputs, each action's N quantiles: its scores
+    are their means, so acting, evaluation, export and audit read expected values as with any backbone, and the
+    quantiles [..., |A|, N] go to the objective as extras["quantiles"]. Otherwise the outputs are the scores.
+    """
+    if not quantiles:
+        return outputs, {}
+    z = outputs.reshape(*outputs.shape[:-1], n_actions, quantiles)
+    return jnp.mean(z, axis=-1), {"quantiles": z}

@@ -6,7 +6,7 @@ sequences and reads the per-agent action scores of the model it needs by role:
 
     collect_model  acts in training rollouts
     td_model       its scores are what the backbone learns (Q-values into the mixer, or policy logits); under
-                   DMIX its network has a quantile head (`value_scores`)
+                   DMIX its network has a quantile head (`ctde.nets.rnn.value_scores`)
     select_model   picks the bootstrap action for double-Q targets (IGM-DA: the student)
     eval_models    greedily evaluated at every test interval
     export_model   becomes the decentralized policy artifact
@@ -59,19 +59,6 @@ class ParadigmOutput:
 
     scores: dict[str, jax.Array]
     extras: dict[str, jax.Array] = struct.field(default_factory=dict)
-
-
-def value_scores(outputs: jax.Array, n_actions: int, quantiles: int) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """A learned (td_model) network's outputs -> (scores [..., |A|], extras).
-
-    With DMIX (`algo.value_quantiles` = N > 0) the network has |A|·N outputs, each action's N quantiles: its scores
-    are their means, so acting, evaluation, export and audit read expected values as with any backbone, and the
-    quantiles [..., |A|, N] go to the objective as extras["quantiles"]. Otherwise the outputs are the scores.
-    """
-    if not quantiles:
-        return outputs, {}
-    z = outputs.reshape(*outputs.shape[:-1], n_actions, quantiles)
-    return jnp.mean(z, axis=-1), {"quantiles": z}
 
 
 class Paradigm:

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 
 from ctde.errors import require
 from ctde.nets.cadp import CADPAgent, agent_pruning_terms, self_confidence
-from ctde.nets.rnn import agent_inputs
-from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, value_scores
+from ctde.nets.rnn import agent_inputs, value_outputs, value_scores
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
 
 # Per-backbone defaults of the released configs (ALGORITHMS.md): α 0.5 for QMIX and MAPPO, 1.0 otherwise;
 # T 700k env steps for value decomposition, 3M for MAPPO.
@@ -63,7 +63,7 @@ class CADP(Paradigm):
         self.hidden_dim = config.algo.hidden_dim
         self.residual = options.residual
         self.quantiles = config.algo.value_quantiles  # DMIX: N quantiles per action, in C and D alike
-        self.network = CADPAgent(self.hidden_dim, spec.n_actions * max(1, self.quantiles), options.heads,
+        self.network = CADPAgent(self.hidden_dim, value_outputs(spec.n_actions, self.quantiles), options.heads,
                                  options.head_dim, options.residual)
         self.input_dim = spec.obs_dim + spec.n_actions + spec.n_agents
         alpha, prune_start = default_options(config.algo.name)  # for configurations not yet resolved

@@ -10,8 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ctde.nets.rnn import RNNAgent, agent_inputs
-from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, value_scores
+from ctde.nets.rnn import RNNAgent, agent_inputs, value_outputs, value_scores
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
 
 
 class CTDE(Paradigm):
@@ -24,7 +24,7 @@ class CTDE(Paradigm):
         self.hidden_dim = config.algo.hidden_dim
         self.shared = config.algo.share_parameters
         self.quantiles = config.algo.value_quantiles  # DMIX: N quantiles per action (`value_scores`)
-        self.network = RNNAgent(self.hidden_dim, spec.n_actions * max(1, self.quantiles))
+        self.network = RNNAgent(self.hidden_dim, value_outputs(spec.n_actions, self.quantiles))
         self.input_dim = spec.obs_dim + spec.n_actions + spec.n_agents
 
     def init(self, key):

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 
 from ctde.envs.base import FULL_OBS
 from ctde.errors import IncompatibleError
-from ctde.nets.rnn import RNNAgent, agent_inputs
-from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, value_scores
+from ctde.nets.rnn import RNNAgent, agent_inputs, value_outputs, value_scores
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
 
 STUDENT = "student"
 
@@ -48,7 +48,7 @@ class PrivilegedAndStudent(Paradigm):
         # One architecture, two parameter sets; under DMIX the privileged model (the one the backbone learns) has
         # N quantiles per action (`value_scores`), the student one value per action as always.
         self.quantiles = config.algo.value_quantiles
-        self.networks = {self.privileged: RNNAgent(self.hidden_dim, spec.n_actions * max(1, self.quantiles)),
+        self.networks = {self.privileged: RNNAgent(self.hidden_dim, value_outputs(spec.n_actions, self.quantiles)),
                          STUDENT: RNNAgent(self.hidden_dim, spec.n_actions)}
         own = spec.n_actions + spec.n_agents  # last action and agent id
         self.input_dims = {self.privileged: spec.available_views.get(FULL_OBS, spec.obs_dim) + own,

@@ -27,8 +27,8 @@ from ctde.training.loop import Program, build_program
 from ctde.training.resolve import resolve
 
 # Options that may change when resuming: they do not alter what has been computed so far.
-RESUMABLE_CHANGES = ("steps", "rollout.host_processes", "log.progress", "log.tensorboard", "log.checkpoint_every", "log.checkpoints_kept",
-                     "log.wandb", "log.wandb_project", "log.wandb_entity", "log.wandb_group")
+RESUMABLE_CHANGES = ("steps", "rollout.host_processes", "log.progress", "log.tensorboard", "log.checkpoint_every",
+                     "log.checkpoints_kept", "log.wandb", "log.wandb_project", "log.wandb_entity", "log.wandb_group")
 
 
 @dataclass
