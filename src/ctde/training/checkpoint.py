@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,10 @@ class Checkpoints:
                     meta=ocp.args.JsonSave(meta)), force=True)
                 self.manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - orbax wraps the OS error in its own types, or not at all
+            # One item's write can fail while orbax's threads still write the others into the temporary directory:
+            # let them end first, so the removal below is not followed by their files.
+            with contextlib.suppress(Exception):
+                self.manager.wait_until_finished()
             self._remove_partial(step)
             cause = _root_cause(e)
             previous = [s for s in self.steps() if s != step]
@@ -84,9 +89,14 @@ class Checkpoints:
     def _remove_partial(self, step: int) -> None:
         """Delete what a failed save of `step` left: its temporary directory, or a final one missing its
         commit marker. Completed checkpoints of other steps are never touched."""
-        for path in self.directory.glob(f"{step}*"):
-            if path.name == str(step) or path.name.startswith(f"{step}.orbax-checkpoint-tmp"):
+        for attempt in range(5):  # a writer thread that was still finishing can leave a file behind the first pass
+            partial = [path for path in self.directory.glob(f"{step}*")
+                       if path.name == str(step) or path.name.startswith(f"{step}.orbax-checkpoint-tmp")]
+            if not partial:
+                break
+            for path in partial:
                 shutil.rmtree(path, ignore_errors=True)
+            time.sleep(0.1 * attempt)
         try:
             self.manager.reload()
         except Exception:  # noqa: BLE001 - the manager's cached step list; a stale one only affects logging
