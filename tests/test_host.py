@@ -77,8 +77,8 @@ def test_refusals_name_the_problem_and_the_fix(tmp_path):
     def refused(*options):
         return resolve(build_config([*options, f"out={tmp_path / 'x'}"]))
 
-    with pytest.raises(IncompatibleError, match="algo=maddpg is not available on host-side environments"):
-        refused(f"env={TINY}", "algo=maddpg")
+    with pytest.raises(ConfigError, match="rollout.auto_reset and rollout.length do not apply"):
+        refused(f"env={TINY}", "algo=maddpg", "rollout.length=20")
     with pytest.raises(ConfigError, match="Unknown GRF scenario 'academy_3_vs_3'"):
         refused("env=grf:academy_3_vs_3")
     if importlib.util.find_spec("smac") is None:
@@ -128,6 +128,26 @@ def test_mappo_on_the_host_loop_resumes_exactly(run_training, tmp_path):
     resumed = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]  # noqa: E731
     assert strip(resumed) == strip(whole.rows)
+
+
+def test_ctedd_on_maddpg_on_the_host_loop_resumes_exactly_and_exports_the_local_policy(run_training, tmp_path):
+    # MADDPG replays whole episodes as value decomposition does; on the host its actors collect by sampling their
+    # softmax. Stage 1 (the global policies on the state) stopped and resumed, in worker processes, repeats the
+    # in-process run; stage 2 distils the local policies from episodes played on the host, and they pass the audit.
+    ctedd = (f"env={TINY}", "algo=maddpg", "paradigm=ctedd", "eval.interval=100", "eval.episodes=2",
+             "rollout.num_envs=2", "algo.batch_size=4", "algo.buffer_size=32", "log.chunk_evals=1",
+             "ctedd.distill_episodes=4", "ctedd.distill_steps=20", "ctedd.message_bits=1")
+    whole = run_training(*ctedd, "steps=200", "rollout.host_processes=false", name="whole")
+    assert whole.summary["decentralization audit"].startswith("PASS")
+    assert all(r["updates"] > 0 and np.isfinite(r["train/critic_loss"]) for r in whole.rows)
+    assert json.loads((whole.run_dir / "distill.json").read_text())["student"]
+    run_training(*ctedd, "steps=100", "rollout.host_processes=true", name="cut")
+    assert cli(["train", "--resume", str(tmp_path / "cut"), "steps=200", "log.progress=false"]) == 0
+    resumed = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_seconds"} for r in rows]  # noqa: E731
+    assert strip(resumed) == strip(whole.rows)
+    stage_2 = [json.loads((d / "distill.json").read_text()) for d in (whole.run_dir, tmp_path / "cut")]
+    assert stage_2[0]["student"] == stage_2[1]["student"]
 
 
 @pytest.mark.slow  # about 67 s

@@ -226,7 +226,12 @@ class MADDPG:
                   ) -> tuple[MADDPGState, EpisodeStats, dict[str, jax.Array], jax.Array]:
         """Collect `rollout.num_envs` episodes exploring with the collecting model (`self.explore`), store them, then
         `algo.updates_per_rollout` updates (`ctde.algos.replay.off_policy_iteration`)."""
-        return off_policy_iteration(self, state, active, self.explore)
+        return off_policy_iteration(self, state, active, self.exploring_selection(state.env_steps))
+
+    def exploring_selection(self, env_steps: jax.Array) -> Any:
+        """How the collecting model chooses: sampling the actor's masked softmax (continuous: tanh plus Gaussian
+        noise), the same at every `env_steps`. The host loop (`ctde.training.host`) collects with it too."""
+        return self.explore
 
     def agent_params(self, state: MADDPGState) -> Any:
         return state.params.agents

@@ -208,7 +208,12 @@ class ValueDecomposition:
                   ) -> tuple[VDState, EpisodeStats, dict[str, jax.Array], jax.Array]:
         """Collect `rollout.num_envs` episodes epsilon-greedily, store them, then `algo.updates_per_rollout`
         updates (`ctde.algos.replay.off_policy_iteration`, which says what `active` does)."""
-        return off_policy_iteration(self, state, active, epsilon_greedy(self.epsilon_schedule(state.env_steps)))
+        return off_policy_iteration(self, state, active, self.exploring_selection(state.env_steps))
+
+    def exploring_selection(self, env_steps: jax.Array) -> Any:
+        """How the collecting model chooses at `env_steps` (int []): epsilon-greedily, epsilon on its schedule.
+        The host loop (`ctde.training.host`) collects with it too."""
+        return epsilon_greedy(self.epsilon_schedule(env_steps))
 
     def agent_params(self, state: VDState) -> Any:
         return state.params.agents

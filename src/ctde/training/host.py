@@ -19,7 +19,9 @@ stage 2, export and audit, all driven by the same runner. What changes is who st
   each in its own process (`ctde.envs.host.workers`) or in this one (`rollout.host_processes`).
 
 MAPPO / IPPO run here too, as the compiled loop runs them: fixed-length rollouts of continuing episodes consumed
-at once by the backbone's unchanged `learn_from` (see the section at the end). MADDPG is refused in `resolve`.
+at once by the backbone's unchanged `learn_from` (see the section at the end). MADDPG (hence CTEDD) replays
+whole episodes as value decomposition does, so it runs the episode path, exploring with its own
+`exploring_selection` (its actors' sampled softmax) where value decomposition explores epsilon-greedily.
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ import numpy as np
 from ctde.algos.replay import store_and_learn
 from ctde.paradigms.base import AgentInputs
 from ctde.training.loop import SEED_AXIS, Program, RunState
-from ctde.training.rollout import (EpisodeStats, Trajectory, epsilon_greedy, greedy_for, paradigm_actor,
-                                   policy_actor)
+from ctde.training.rollout import EpisodeStats, Trajectory, greedy_for, paradigm_actor, policy_actor
 
 MAX_SEED = 2 ** 31 - 1
 
@@ -99,7 +100,7 @@ class HostProgram(Program):
     def _explore(self):
         paradigm, backbone = self.paradigm, self.backbone
         return self._act_fn(lambda env_steps: paradigm_actor(
-            paradigm, paradigm.collect_model, epsilon_greedy(backbone.epsilon_schedule(env_steps))))
+            paradigm, paradigm.collect_model, backbone.exploring_selection(env_steps)))
 
     def _greedy(self, model: str, select=None, deterministic=None):
         """The act function of `model` choosing with `select` (default: greedy), cached per choice."""

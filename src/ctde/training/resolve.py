@@ -291,13 +291,8 @@ def _check_host_side(config: TrainConfig, paradigm) -> None:
                               f"in processes; {config.env.id} runs inside JAX. Remove rollout.host_processes.")
         return
     kind = backbone_family(config.algo.name)
-    if kind == "actor_critic":
-        raise IncompatibleError(
-            f"algo={config.algo.name} is not available on host-side environments ({config.env.id}) yet: the host loop "
-            f"runs the value-decomposition backbones' episode replay and MAPPO's rollouts, and MADDPG's iteration "
-            f"(its actors' exploration noise, its critics' updates) has no host version. Use algo=qmix (or iql, vdn, "
-            f"qplex, mappo, ippo) there, or an mpe: environment for algo={config.algo.name}.")
-    if kind == "value_decomposition" and (config.rollout.auto_reset or config.rollout.length is not None):
+    episode_replay = kind in ("value_decomposition", "actor_critic")  # MAPPO's rollouts do have a length
+    if episode_replay and (config.rollout.auto_reset or config.rollout.length is not None):
         raise ConfigError(f"rollout.auto_reset and rollout.length do not apply to host-side environments: the host "
                           f"loop collects one whole episode per environment. Remove them.")
     if paradigm.required_views and family in FULL_SIGHT_REFUSALS:

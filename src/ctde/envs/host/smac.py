@@ -14,6 +14,8 @@ it has `unit_sight_range`, `get_obs_move_feats_size`, `get_obs_enemy_feats_size`
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 from ctde.errors import ConfigError, IncompatibleError
@@ -88,18 +90,17 @@ def make_smaclite(map_name: str, seed: int, episode_limit: int):
     require_package("smaclite")
     import smaclite  # noqa: F401 - registers the smaclite/<map>-v0 environments
 
-    try:
-        import gymnasium as gym_module
-        env = gym_module.make(f"smaclite/{map_name}-v0")
-    except Exception:  # noqa: BLE001 - older SMAClite registers with gym, not gymnasium
-        import gym as gym_module
-
+    registries = []  # SMAClite registers its maps with gymnasium, older versions with gym (imported only then)
+    for module_name in ("gymnasium", "gym"):
         try:
-            env = gym_module.make(f"smaclite/{map_name}-v0")
-        except Exception:  # noqa: BLE001
-            names = sorted(k[len("smaclite/"):-3] for k in gym_module.envs.registry.keys() if k.startswith("smaclite/"))
-            raise ConfigError(f"Unknown SMAClite map '{map_name}'. SMAClite's maps: {', '.join(names)}.") from None
-    return SMACliteAsSMAC(env, episode_limit)
+            gym_module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if f"smaclite/{map_name}-v0" in gym_module.envs.registry:
+            return SMACliteAsSMAC(gym_module.make(f"smaclite/{map_name}-v0"), episode_limit)
+        registries.append(gym_module.envs.registry)
+    names = sorted({k[len("smaclite/"):-3] for registry in registries for k in registry if k.startswith("smaclite/")})
+    raise ConfigError(f"Unknown SMAClite map '{map_name}'. SMAClite's maps: {', '.join(names) or 'none registered'}.")
 
 
 class FullSight:
