@@ -154,6 +154,11 @@ NAN_RUNS = {
     "vdn": ["env=toy:hallway", "algo.buffer_size=200", "algo.epsilon_anneal_steps=1000"],
     "qmix": ["env=toy:hallway", "algo.buffer_size=200", "algo.epsilon_anneal_steps=1000"],
     "qplex": ["env=toy:hallway", "algo.buffer_size=200", "algo.epsilon_anneal_steps=1000"],
+    # The papers' baselines: their objectives (td_objectives) differ, the loss they return is td_loss's.
+    "qtran": ["env=toy:hallway", "algo.buffer_size=200", "algo.epsilon_anneal_steps=1000"],
+    "cw_qmix": ["env=toy:hallway", "algo.buffer_size=200", "algo.epsilon_anneal_steps=1000"],
+    "ow_qmix": ["env=toy:hallway", "algo.buffer_size=200", "algo.epsilon_anneal_steps=1000"],
+    "dmix": ["env=toy:hallway", "algo.buffer_size=200", "algo.epsilon_anneal_steps=1000"],
     "mappo": ["env=toy:hallway", "rollout.num_envs=4", "rollout.length=50", "ppo.chunk_length=10",
               "ppo.minibatches=2"],
     "maddpg": ["env=mpe:simple_tag", "algo.buffer_size=200"],
