@@ -130,6 +130,7 @@ def test_mappo_on_the_host_loop_resumes_exactly(run_training, tmp_path):
     assert strip(resumed) == strip(whole.rows)
 
 
+@pytest.mark.slow  # about 50 s of CPU: two stages, three runs
 def test_ctedd_on_maddpg_on_the_host_loop_resumes_exactly_and_exports_the_local_policy(run_training, tmp_path):
     # MADDPG replays whole episodes as value decomposition does; on the host its actors collect by sampling their
     # softmax. Stage 1 (the global policies on the state) stopped and resumed, in worker processes, repeats the
