@@ -3,7 +3,7 @@ CW-QMIX, OW-QMIX and DMIX under plain CTDE, on the same SMAX maps, seeds and env
 of each paper's claim (the paradigm's decentralized policy, or the baseline, beats plain CTDE QMIX) found or not.
 
     python benchmarks/head_to_head.py --budget smoke       # pipeline check: smax:3m, 3 seeds, 50k steps, every row
-    python benchmarks/head_to_head.py --budget table       # 3 seeds, 200k steps, maps where QMIX learns; paradigm rows
+    python benchmarks/head_to_head.py --budget table       # 3m: 3 seeds, 200k steps, paradigm rows; 2s3z, 8m screened
     python benchmarks/head_to_head.py --budget full        # GPU: the papers' hard maps, 5 seeds, 2M steps
 
 Which maps: plain CTDE QMIX runs first on every candidate map of the budget; a map stays in the table only if
@@ -195,9 +195,10 @@ def main() -> int:
     (RESULTS / f"head_to_head_{args.budget}.json").write_text(json.dumps(result, indent=2))
     lines = [f"# Head-to-head on QMIX, budget `{args.budget}` ({result['date']})", "",
              f"`{result['command']}`: {budget['seeds']} seeds, {budget['steps']:,} env steps per seed, "
-             f"{result['total_seconds'] / 60:.0f} min for this invocation, {result['runs_seconds'] / 60:.0f} min for "
-             f"all its runs (their own times across invocations; see the json). Score: the exported decentralized policy's "
-             f"final greedy test win rate, mean ± std over seeds.", ""]
+             f"{result['total_seconds'] / 60:.0f} min for this invocation; its runs' own recorded times sum to "
+             f"{result['runs_seconds'] / 60:.0f} min (per run in the json: `run_seconds`, as measured, beside whatever "
+             f"else the machine ran). Score: the exported decentralized policy's final greedy test win rate, mean ± "
+             f"std over seeds.", ""]
     if dropped:
         lines += ["Maps dropped because QMIX's median final win rate stayed below "
                   f"{args.learns}: " + ", ".join(f"{m} ({d['median']})" for m, d in dropped.items()), ""]
@@ -212,7 +213,11 @@ def main() -> int:
                          f"{'yes' if c['found'] else 'no'} |")
         aggregate_file = out / "compare" / "aggregate.md"
         if aggregate_file.exists():
-            shutil.copy(aggregate_file, RESULTS / f"head_to_head_{args.budget}_aggregate.md")
+            profile = f"head_to_head_{args.budget}_performance_profile.png"
+            (RESULTS / f"head_to_head_{args.budget}_aggregate.md").write_text(
+                aggregate_file.read_text().replace("(performance_profile.png)", f"({profile})"))
+            if (out / "compare" / "performance_profile.png").exists():
+                shutil.copy(out / "compare" / "performance_profile.png", RESULTS / profile)
     if args.budget == "smoke":
         lines += ["", "A smoke budget checks the pipeline; its numbers say nothing about the papers' claims."]
     (RESULTS / f"head_to_head_{args.budget}.md").write_text("\n".join(lines) + "\n")
