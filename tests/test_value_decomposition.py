@@ -174,7 +174,8 @@ def test_trimming_padding_does_not_change_the_update():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("paradigm", ["ctde", "cadp"])
+# CADP's (about 90 s of CPU cold: its two models' updates, sliced and whole) runs with the slow tests.
+@pytest.mark.parametrize("paradigm", ["ctde", pytest.param("cadp", marks=pytest.mark.slow)])
 def test_an_update_computed_in_slices_of_sequences_is_the_same_update(paradigm):
     """`algo.slice_rows` splits the sampled batch into slices of whole sequences weighted by their valid steps:
     loss, gradient norm, metrics and parameters match the single-pass update (episodes of different lengths, so
