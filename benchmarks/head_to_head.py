@@ -154,14 +154,14 @@ def main() -> int:
     for map_id in budget["maps"] + budget.get("screen", []):  # QMIX first: it decides which maps the table keeps
         runs.append(run_method(map_id, "CTDE", budget, out, say))
         wins = final_win_rates(Path(runs[-1]["run_dir"]))
+        qmix_scores = {"qmix_final_win_rates": wins, "median": float(np.median(wins)) if wins else None}
         if map_id not in budget["maps"]:
-            screened[map_id] = {"qmix_final_win_rates": wins, "median": float(np.median(wins)) if wins else None,
-                                "run_seconds": runs[-1]["run_seconds"]}
+            screened[map_id] = {**qmix_scores, "run_seconds": runs[-1]["run_seconds"]}
             say(f"{map_id}: screened, QMIX's median final win rate {screened[map_id]['median']}")
-        elif wins and float(np.median(wins)) >= args.learns:
+        elif wins and qmix_scores["median"] >= args.learns:
             kept.append(map_id)
         else:
-            dropped[map_id] = {"qmix_final_win_rates": wins, "median": float(np.median(wins)) if wins else None}
+            dropped[map_id] = qmix_scores
             say(f"{map_id}: QMIX's median final win rate {dropped[map_id]['median']} < {args.learns}: dropped")
     for map_id in kept:
         for method in methods:

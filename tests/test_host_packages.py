@@ -6,6 +6,7 @@ audit of the exported policy."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ def stand_ins(monkeypatch):
     import gymnasium
 
     monkeypatch.syspath_prepend(str(STAND_INS))
-    monkeypatch.setenv("PYTHONPATH", f"{STAND_INS}:{__import__('os').environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("PYTHONPATH", f"{STAND_INS}:{os.environ.get('PYTHONPATH', '')}")
     yield
     for name in [m for m in sys.modules if m.split(".")[0] in ("smac", "smaclite")]:
         del sys.modules[name]

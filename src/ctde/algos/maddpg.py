@@ -224,8 +224,8 @@ class MADDPG:
 
     def iteration(self, state: MADDPGState, active: jax.Array | None = None
                   ) -> tuple[MADDPGState, EpisodeStats, dict[str, jax.Array], jax.Array]:
-        """Collect `rollout.num_envs` episodes exploring with the collecting model (`self.explore`), store them, then
-        `algo.updates_per_rollout` updates (`ctde.algos.replay.off_policy_iteration`)."""
+        """Collect `rollout.num_envs` episodes exploring with the collecting model (`exploring_selection`), store
+        them, then `algo.updates_per_rollout` updates (`ctde.algos.replay.off_policy_iteration`)."""
         return off_policy_iteration(self, state, active, self.exploring_selection(state.env_steps))
 
     def exploring_selection(self, env_steps: jax.Array) -> Any:

@@ -12,7 +12,8 @@ MAPS = ("3m", "2s3z")
 class SMACliteEnv(gymnasium.Env):
     def __init__(self, map_name: str = "3m"):
         self.battle = TinyBattle(seed=0, episode_limit=10_000)  # SMAClite has no episode limit of its own
-        self.n_agents, self.n_enemies, self.n_actions = self.battle.n_agents, self.battle.n_enemies, self.battle.n_actions
+        battle = self.battle
+        self.n_agents, self.n_enemies, self.n_actions = battle.n_agents, battle.n_enemies, battle.n_actions
         self.obs_size = self.battle.get_obs_size()
         self.state_size = 3 * (self.n_agents + self.n_enemies)
         box = gymnasium.spaces.Box(-np.inf, np.inf, (self.obs_size,), np.float32)
