@@ -490,15 +490,22 @@ def _per_step(stat: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _interval(score_dict: dict, func: Callable, reps: int, seed: int) -> tuple[dict, dict]:
-    """rliable.library.get_interval_estimates (stratified bootstrap, percentile 95% CIs) with a seeded generator.
+    """rliable.library.get_interval_estimates (stratified bootstrap, percentile 95% CIs), reproducible by `seed`.
 
-    arch deprecates the `random_state` rliable passes it, in favour of a keyword rliable does not offer; the
-    generator is still used, so the FutureWarning is silenced here only."""
+    rliable's stratified bootstraps draw their resampling indices from NumPy's global generator
+    (`np.random.choice` in `update_indices`), not from the `random_state` they accept, so the global generator is
+    seeded for the call and restored afterwards. arch deprecates the `random_state` rliable passes it, in favour
+    of a keyword rliable does not offer, so that FutureWarning is silenced here only."""
     library, _ = rliable_modules()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        return library.get_interval_estimates(score_dict, func, reps=reps,
-                                              random_state=np.random.RandomState(seed))
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            return library.get_interval_estimates(score_dict, func, reps=reps,
+                                                  random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
 
 
 def aggregate(matrices: dict[str, np.ndarray], reps: int, seed: int) -> dict[str, dict]:
