@@ -118,6 +118,20 @@ def test_win_and_terminal_flags():
     assert not bool(ts.won) and not bool(ts.terminal) and bool(ts.done)
 
 
+def test_smax_episode_ends_at_its_limit_not_a_step_later():
+    # JaxMARL's own done fires one step after max_steps; rollouts of `episode_limit` steps would then never see a
+    # timed-out episode end, and evaluation would leave timeouts out of the win rate.
+    env = SMAXEnv("3m", episode_limit=3)
+    state, _ = env.reset(jax.random.PRNGKey(0))
+    stop = jnp.zeros(env.spec.n_agents, jnp.int32) + 4  # every ally stays put: nobody dies in three steps
+    done = []
+    for _ in range(3):
+        state, ts = env.step(jax.random.PRNGKey(1), state, stop)
+        done.append(bool(ts.done))
+    assert done == [False, False, True]
+    assert not bool(ts.terminal) and not bool(ts.won)
+
+
 def test_environment_listing_covers_maps_and_refusals():
     rows = {row["id"]: row for row in list_environments()}
     assert rows["smax:3m"]["episode_limit"] == 60 and rows["smax:3m"]["agents"] == 3

@@ -282,4 +282,7 @@ class SMAXEnv:
     def step(self, key: jax.Array, env_state, actions: jax.Array):
         action_dict = {f"ally_{i}": actions[i] for i in range(self.n_allies)}
         _, env_state, rewards, dones, _ = self._env.step_env(key, env_state, action_dict)
-        return env_state, self._timestep(env_state, rewards["ally_0"], dones["__all__"])
+        # JaxMARL tests its time limit (`step >= max_steps`) before counting the step, so its done would come one
+        # step after the episode limit; the limit is applied here on the counted step instead.
+        done = dones["__all__"] | (env_state.state.step >= self.spec.episode_limit)
+        return env_state, self._timestep(env_state, rewards["ally_0"], done)
