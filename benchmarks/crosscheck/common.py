@@ -101,6 +101,20 @@ def unflatten_like(template: Any, flat: dict[str, np.ndarray], prefix: str = "")
     return jax.tree_util.tree_unflatten(treedef, values)
 
 
+def nested(flat: dict[str, np.ndarray], prefix: str) -> dict:
+    """The entries of a flattened tree under `prefix` ("online/agents/", with its slash) as nested dicts: what the
+    parameter copies into the authors' modules read. {"online/agents/fc1/kernel": x} -> {"fc1": {"kernel": x}}."""
+    tree: dict = {}
+    for key, value in flat.items():
+        if key.startswith(prefix):
+            *parents, leaf = key[len(prefix):].split("/")
+            node = tree
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return tree
+
+
 # -- comparison ----------------------------------------------------------------------------------------------
 
 def difference(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float]:
@@ -249,9 +263,9 @@ def vd_params(backbone, golden: Golden):
 
 def vd_step(backbone, golden: Golden, record: dict[str, np.ndarray], env_steps: int, key: jax.Array | None = None
             ) -> dict[str, np.ndarray]:
-    """Our learner's outputs on the recorded batch `record` with the golden file's parameters: every model's scores per step ("scores/<model>", batch-major
-    [B, T + 1, n, |A|], from the online parameters), the total loss and every logged metric ("metric/<name>"),
-    the gradient of the total loss ("grad/<path>") and the parameters after one step of the backbone's own
+    """Our learner's outputs on the recorded batch `record` with the golden file's parameters: every model's
+    scores per step ("scores/<model>", batch-major [B, T + 1, n, |A|], from the online parameters), the total
+    loss and every logged metric ("metric/<name>"), the gradient of the total loss ("grad/<path>") and the parameters after one step of the backbone's own
     optimizer from its initial state ("after/<path>"). This is `ValueDecomposition.update` on one batch, without
     its replay sampling and its slicing (tested equal to the whole batch elsewhere)."""
     import optax
@@ -292,12 +306,14 @@ def authors_code(source_dir: str | Path) -> Iterator[None]:
         sys.path.remove(source_dir)
         for name in set(sys.modules) - before:
             module = sys.modules.get(name)
-            origin = getattr(module, "__file__", None) or ""
-            if origin.startswith(source_dir) or module is None:
+            # A namespace package (a folder without __init__.py, e.g. `utils`) has no __file__, only __path__.
+            places = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
+            if module is None or any(str(place).startswith(source_dir) for place in places):
                 del sys.modules[name]
 
 
-def pymarl_batch(record: dict[str, np.ndarray], n_actions: int, extra: dict[str, tuple[np.ndarray, dict]] | None = None):
+def pymarl_batch(record: dict[str, np.ndarray], n_actions: int,
+                 extra: dict[str, tuple[np.ndarray, dict]] | None = None):
     """Our recorded episodes as the checkout's `components.episode_buffer.EpisodeBatch` (call inside
     `authors_code`). `extra` adds fields: name -> (array [B, T + 1, ...], scheme entry)."""
     import torch as th

@@ -6,7 +6,7 @@ import importlib
 
 from crosscheck.common import Component
 
-SYSTEM_MODULES = ("backbones", "cadp", "ptde", "igm_da", "ctds")
+SYSTEM_MODULES = ("backbones", "backbones_extra", "cadp", "ptde", "igm_da", "ctds")
 
 
 def components() -> dict[str, Component]:
