@@ -89,6 +89,7 @@ def test_resume_after_a_kill_loses_at_most_one_chunk(run_training, tmp_path):
     assert _comparable(_rows(resumed.run_dir)) == _comparable(_rows(full.run_dir))
 
 
+@pytest.mark.slow  # 43 s in make test on 2026-12-07 (cold, two workers)
 def test_eval_of_a_saved_run(run_training):
     result = run_training(*FAST, "steps=1000", "seeds=2")
     out = _cli("eval", str(result.run_dir), "--episodes", "16", check=True).stdout

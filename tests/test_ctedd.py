@@ -131,6 +131,7 @@ def test_ctedd_with_continuous_actions_distils_tanh_actors(run_training):
     assert [r["train/entropy"] for r in result.rows] == [0.0] * len(result.rows)
 
 
+@pytest.mark.slow  # 54 s in make test on 2026-12-07 (cold, two workers)
 def test_a_stopped_ctedd_run_resumes_to_the_uninterrupted_result(run_training):
     """MADDPG's learner (replay, targets, both optimizers) checkpoints and restores exactly, and stage 2 runs
     after the resumed stage 1 as it would have."""

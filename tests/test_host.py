@@ -91,6 +91,7 @@ def test_refusals_name_the_problem_and_the_fix(tmp_path):
     assert resolve(build_config([f"env={TINY}", "paradigm=ctds", f"out={tmp_path / 'y'}"])).paradigm.name == "ctds"
 
 
+@pytest.mark.slow  # 83 s in make test on 2026-12-07 (cold, two workers)
 def test_host_loop_trains_resumes_exactly_evaluates_and_audits(run_training, tmp_path):
     whole = run_training(*FAST, "steps=300", "rollout.host_processes=false", name="whole")
     assert whole.summary["decentralization audit"].startswith("PASS")

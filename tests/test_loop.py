@@ -7,6 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ctde.config import build_config
 from ctde.training.loop import build_program
@@ -50,6 +51,7 @@ def test_the_chunk_never_selects_between_whole_replay_buffers():
     assert learn_branches
 
 
+@pytest.mark.slow  # 47 s in make test on 2026-12-07 (cold, two workers)
 def test_each_vmapped_seed_stops_at_its_own_mark_as_if_it_ran_alone():
     """Three seeds in one program end the block where each would alone: hallway's episodes differ in length,
     so the seeds cross the mark at different iterations, and learning_starts=120 makes them start learning at

@@ -17,6 +17,7 @@ TOY = ("env=toy:hallway", "algo=vdn", "eval.interval=500", "eval.episodes=8", "l
        "algo.epsilon_anneal_steps=1000", "algo.buffer_size=200", *QUIET)
 
 
+@pytest.mark.slow  # 65 s in make test on 2026-12-07 (cold, two workers)
 def test_two_kills_resume_to_exactly_the_uninterrupted_run(run_training, tmp_path):
     """SIGKILL a real `ctde train` a moment after its first checkpoint, and another in the middle of a checkpoint
     write; each resumes, loses at most the chunk in flight, and ends with every metric row of an uninterrupted run."""
@@ -114,6 +115,7 @@ def test_a_nan_loss_stops_every_kind_of_backbone_and_resume_works(run_training, 
     assert max(row["env_steps"] for row in result.rows) >= 3000
 
 
+@pytest.mark.slow  # 49 s in make test on 2026-12-07 (cold, two workers)
 def test_a_nan_in_stage_two_stops_the_distillation_and_resume_finishes_it(run_training, tmp_path):
     from ctde.training.runner import train
 

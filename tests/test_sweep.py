@@ -189,6 +189,7 @@ def _replaced(items: list[str], changes: list[str]) -> list[str]:
     return [item for item in items if item.split("=", 1)[0] not in keys] + changes
 
 
+@pytest.mark.slow  # 67 s in make test on 2026-12-07 (cold, two workers)
 def test_a_sweep_runs_is_interrupted_resumes_and_refuses_another_grid(tmp_path, monkeypatch, capsys):
     out = tmp_path / "s1"
     items = [*TINY, "algo=vdn,qmix", f"out={out}"]

@@ -147,6 +147,7 @@ def test_initialization_uses_no_lapack_calls():
     assert "lapack" not in hlo and "geqrf" not in hlo and "householder" not in hlo.lower()
 
 
+@pytest.mark.slow  # 44 s in make test on 2026-12-07 (cold, two workers)
 def test_trimming_padding_does_not_change_the_update():
     """An update on the shortest prefix holding every sampled episode equals the update on full sequences."""
     from ctde.algos.value_decomposition import ValueDecomposition
