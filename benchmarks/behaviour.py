@@ -48,7 +48,7 @@ RUNS: dict[str, tuple[str, ...]] = {
     "ctds_qmix_smax_3m": (*SMAX, "algo=qmix", "paradigm=ctds", "env.sight_range=0"),
     "cadp_mappo_smax_3m": ("env=smax:3m", "seeds=1", "steps=4096", "eval.interval=2048", "eval.episodes=8",
                            "algo=mappo", "paradigm=cadp", "cadp.prune_start=2048", "rollout.num_envs=8",
-                           "rollout.length=128"),
+                           "rollout.length=128", "ppo.chunk_length=16"),
     "ctedd_maddpg_mpe_tag": ("env=mpe:simple_tag", "seeds=1", "steps=2000", "eval.interval=1000", "eval.episodes=8",
                              "algo=maddpg", "paradigm=ctedd", "ctedd.distill_episodes=8", "ctedd.distill_steps=100"),
     "qmix_host": (*HOST, "algo=qmix", "algo.batch_size=4", "algo.buffer_size=32"),
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         now = fingerprint(name)
         if args.action == "record":
             stored["runs"][name] = now
+            write(stored, args.results)  # after every run, so a failure later keeps what was recorded
             print(f"recorded {name}: {len(now['metrics'])} metric rows, {now['seconds']} s")
             continue
         difference = first_difference(stored["runs"][name], now)
@@ -146,12 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'same' if difference is None else 'DIFFERS'} {name} ({now['seconds']} s)"
               + (f": {difference}" if difference else ""))
     if args.action == "record":
-        stored["environment"] = environment()
-        stored["commit"] = os.popen(f"git -C {REPO} rev-parse HEAD").read().strip()
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps(stored, indent=1) + "\n")
-        print(f"wrote {args.results.relative_to(REPO)}")
+        print(f"wrote {args.results}")
     return 1 if differences else 0
+
+
+def write(stored: dict, path: Path) -> None:
+    stored["environment"] = environment()
+    stored["commit"] = os.popen(f"git -C {REPO} rev-parse HEAD").read().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stored, indent=1) + "\n")
 
 
 if __name__ == "__main__":
