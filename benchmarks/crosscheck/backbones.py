@@ -42,7 +42,8 @@ import numpy as np
 
 from crosscheck.common import (Component, Golden, Namespace, RecordingLogger, authors_code, copy_dense, copy_gru,
                                dense_grads, dense_values, gru_grads, gru_values, pymarl_batch, recorded_episodes,
-                               flatten, trajectory, vd_initial_params, vd_learner, vd_params, nested)
+                               flatten, trajectory, vd_initial_params, vd_learner, vd_params, nested,
+                               watched_clip)
 
 SYSTEM = "pymarl2"
 RECORD = "smax_3m"
@@ -341,22 +342,11 @@ def authors_learner(setting: Setting, checkout: Path, golden: Golden) -> dict[st
             return out
 
         nq_module.build_td_lambda_targets = observed_build
-        grads = {}
-        clip = th.nn.utils.clip_grad_norm_
-
-        def doubled_then_clipped(parameters, max_norm, *a, **k):
-            # ctde's loss is mean td^2, pymarl2's 0.5 mean td^2: the gradient ctde's optimizer sees is twice theirs
-            parameters = list(parameters)
-            for p in parameters:
-                p.grad.mul_(2.0)
-            grads.update(_flat("grad", learner.mac.agent, mixer, dense_grads, gru_grads))
-            return clip(parameters, max_norm, *a, **k)
-
-        th.nn.utils.clip_grad_norm_ = doubled_then_clipped
-        try:
+        # ctde's loss is mean td^2, pymarl2's 0.5 mean td^2: the gradient ctde's optimizer sees is twice theirs
+        with watched_clip(scale=2.0) as watch:
             learner.train(batch, t_env=ENV_STEPS, episode_num=0)
-        finally:
-            th.nn.utils.clip_grad_norm_ = clip
+        watch.restore()
+        grads = _flat("grad", learner.mac.agent, mixer, dense_grads, gru_grads)
         after = _flat("after", learner.mac.agent, mixer, dense_values, gru_values)
 
         # What train() computed, as ctde reports it.

@@ -23,7 +23,6 @@ Import torch only inside the `authors` functions: tests/test_golden.py imports t
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -32,7 +31,8 @@ import numpy as np
 
 from crosscheck.common import (Component, Golden, Namespace, RecordingLogger, authors_code, copy_dense, copy_gru,
                                dense_grads, dense_values, flatten, gru_grads, gru_values, pymarl_batch,
-                               recorded_episodes, vd_initial_params, vd_learner, vd_step, nested)
+                               recorded_episodes, vd_initial_params, vd_learner, vd_step, nested,
+                               watched_clip, ClipWatch)
 
 EPISODES = "smax_3m"
 SEED = 0
@@ -132,42 +132,9 @@ def _load(source_dir: Path, relative: str, name: str):
     return module
 
 
-@contextlib.contextmanager
-def _cpu_and_snapshot(store: dict):
-    """Runtime shims while their train() runs: `.cuda()` returns the tensor itself (their learners build a few
-    tensors with a bare `.cuda()`), and `torch.nn.utils.clip_grad_norm_` first records every parameter's gradient
-    (the gradient of the total loss, before clipping) and the norm it returns. `store["scale"]`, if set,
-    multiplies the gradients before anything reads them (the gradient of `scale` times their loss)."""
-    import torch
-
-    cuda, clip = torch.Tensor.cuda, torch.nn.utils.clip_grad_norm_
-
-    def clip_and_record(parameters, max_norm, *args, **kwargs):
-        parameters = list(parameters)
-        scale = store.get("scale")
-        if scale is not None:
-            for p in parameters:
-                if p.grad is not None:
-                    p.grad.mul_(scale)
-        store["grads"] = {id(p): p.grad.detach().clone() for p in parameters if p.grad is not None}
-        norm = clip(parameters, max_norm, *args, **kwargs)
-        store["grad_norm"] = float(norm)
-        return norm
-
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
-    torch.nn.utils.clip_grad_norm_ = clip_and_record
-    try:
-        yield
-    finally:
-        torch.Tensor.cuda = cuda
-        torch.nn.utils.clip_grad_norm_ = clip
-
-
-def _grads_of(layers: list, store: dict) -> dict[str, np.ndarray]:
+def _grads_of(layers: list, watch: ClipWatch) -> dict[str, np.ndarray]:
     """The recorded (pre-clip) gradients of `layers`, in our layout, as "grad/<path>/..."."""
-    for _, _, module in layers:
-        for p in module.parameters():
-            p.grad = store["grads"][id(p)]
+    watch.restore()
     return _read(layers, "grad/", gradients=True)
 
 
@@ -389,8 +356,7 @@ def qplex_authors(checkout: Path, golden: Golden) -> dict[str, np.ndarray]:
         # Departure reproduced: pymarl2's dmaq learner minimises 0.5 * mean squared TD error; ctde (and the original
         # QPLEX code) the mean squared TD error. Doubling the gradient before their clip and step is exactly the
         # gradient of ours, clipped at the same norm.
-        store = {"scale": 2.0}
-        with _cpu_and_snapshot(store):
+        with watched_clip(scale=2.0) as watch:
             learner.train(batch, t_env=0, episode_num=0)
         shape = record["avail"].shape
         n = args.n_agents
@@ -405,8 +371,8 @@ def qplex_authors(checkout: Path, golden: Golden) -> dict[str, np.ndarray]:
             "target_q_tot": _np(target_mixed[0] + target_mixed[1])[:, 1:],
             "targets": _np(targets[0]) * _valid(record),
         }
-        result["grad_norm"] = np.float32(store["grad_norm"])
-        result.update(_grads_of(layers["online"], store))
+        result["grad_norm"] = np.float32(watch.norms[-1])
+        result.update(_grads_of(layers["online"], watch))
         result.update(_read(layers["online"], "after/", gradients=False))
     return result
 
@@ -455,8 +421,7 @@ def qtran_authors(checkout: Path, golden: Golden) -> dict[str, np.ndarray]:
         _record_forward(learner.target_mac, q_target)
         _hook(learner.mixer, mixed)
         _hook(learner.target_mixer, target_mixed)
-        store: dict = {}
-        with _cpu_and_snapshot(store):
+        with watched_clip() as watch:
             learner.train(batch, t_env=0, episode_num=0)
         shape = record["avail"].shape
         b, t = shape[0], shape[1] - 1
@@ -471,8 +436,8 @@ def qtran_authors(checkout: Path, golden: Golden) -> dict[str, np.ndarray]:
         for name, (q_jt, v) in zip(("taken", "greedy", "target"), (mixed[0], mixed[1], target_mixed[0])):
             result[f"q_jt/{name}"] = _np(q_jt).reshape(b, t, 1)
             result[f"v/{name}"] = _np(v).reshape(b, t, 1)
-        result["grad_norm"] = np.float32(store["grad_norm"])
-        result.update(_grads_of(layers["online"], store))
+        result["grad_norm"] = np.float32(watch.norms[-1])
+        result.update(_grads_of(layers["online"], watch))
         result.update(_read(layers["online"], "after/", gradients=False))
     return result
 
@@ -539,8 +504,7 @@ def _wqmix_authors(name: str, checkout: Path, golden: Golden) -> dict[str, np.nd
         _hook(learner.mixer, mixed)
         _hook(learner.central_mixer, star)
         _hook(learner.target_central_mixer, star_target)
-        store: dict = {}
-        with _cpu_and_snapshot(store):
+        with watched_clip() as watch:
             learner.train(batch, t_env=0, episode_num=0)
         shape = record["avail"].shape
         stats = logger.stats
@@ -558,8 +522,8 @@ def _wqmix_authors(name: str, checkout: Path, golden: Golden) -> dict[str, np.nd
                   "targets": targets.astype(np.float32) * valid}
         if name.startswith("cw"):
             result["q_star/target_greedy"] = _np(star_target[1])
-        result["grad_norm"] = np.float32(store["grad_norm"])
-        result.update(_grads_of(layers["online"], store))
+        result["grad_norm"] = np.float32(watch.norms[-1])
+        result.update(_grads_of(layers["online"], watch))
         result.update(_read(layers["online"], "after/", gradients=False))
     return result
 
@@ -623,8 +587,7 @@ def dmix_authors(checkout: Path, golden: Golden) -> dict[str, np.ndarray]:
         _record_forward(learner.target_mac, q_target)
         _hook(learner.mixer, mixed)
         _hook(learner.target_mixer, target_mixed)
-        store: dict = {}
-        with _cpu_and_snapshot(store):
+        with watched_clip() as watch:
             learner.train(batch, t_env=0, episode_num=0)
         shape = (*record["avail"].shape, n_quantiles)
         quantiles = _stack([out for out, _ in q], shape)
@@ -634,8 +597,8 @@ def dmix_authors(checkout: Path, golden: Golden) -> dict[str, np.ndarray]:
                   # what acting and double Q read: each action's mean (their learner: .mean(dim=4))
                   "scores/agent": quantiles.mean(-1), "scores/agent_target": quantiles_target.mean(-1),
                   "z_tot": _np(mixed[0])[:, :, 0], "z_tot_target_next": _np(target_mixed[0])[:, :, 0]}
-        result["grad_norm"] = np.float32(store["grad_norm"])
-        result.update(_grads_of(layers["online"], store))
+        result["grad_norm"] = np.float32(watch.norms[-1])
+        result.update(_grads_of(layers["online"], watch))
         result.update(_read(layers["online"], "after/", gradients=False))
     return result
 

@@ -37,7 +37,7 @@ import numpy as np
 from crosscheck.common import (Component, Golden, Namespace, RecordingLogger, authors_code, copy_dense, copy_gru,
                                dense_grads, dense_values, flatten, gru_grads, gru_values, pymarl_batch,
                                nested, recorded_episodes, trajectory, unflatten_like, vd_initial_params, vd_learner,
-                               vd_step)
+                               vd_step, watched_clip)
 
 SYSTEM = "cadp"
 VD_SOURCE = "CADP-VD/src"
@@ -162,8 +162,6 @@ def _their_q_learner(args, batch, params: dict):
 
 
 def authors_q_learner(checkout: Path, golden: Golden, mixer: str, alpha: float) -> dict[str, np.ndarray]:
-    import torch as th
-
     record = recorded_episodes(EPISODES)
     env_steps = int(golden.inputs["env_steps"])
     with authors_code(checkout / VD_SOURCE):
@@ -179,20 +177,12 @@ def authors_q_learner(checkout: Path, golden: Golden, mixer: str, alpha: float) 
         learner, logger = _their_q_learner(args, batch, golden.params)
         out = _their_controller_pass(learner.mac, batch)
         del out["attention"]
-        grads = {}
-        clip = th.nn.utils.clip_grad_norm_
-
-        def snapshot_then_clip(parameters, *a, **k):  # copies: .numpy() views would be clipped in place
-            grads["agent"] = _copied(_agent_layout(learner.mac.agent, (dense_grads, gru_grads)))
-            if args.mixer == "qmix":
-                grads["mixer"] = _copied(_mixer_layout(learner.mixer, dense_grads))
-            return clip(parameters, *a, **k)
-
-        th.nn.utils.clip_grad_norm_ = snapshot_then_clip
-        try:
+        with watched_clip() as watch:
             learner.train(batch, t_env=env_steps, episode_num=0)  # episode 0: no target copy
-        finally:
-            th.nn.utils.clip_grad_norm_ = clip
+        watch.restore()  # the gradients as they reached train()'s clip
+        grads = {"agent": _copied(_agent_layout(learner.mac.agent, (dense_grads, gru_grads)))}
+        if args.mixer == "qmix":
+            grads["mixer"] = _copied(_mixer_layout(learner.mixer, dense_grads))
         stats = logger.stats
         out.update({"loss": np.float32(stats["loss"]), "metric/td_loss": np.float32(td_loss),
                     "metric/pruning_loss": np.float32((stats["loss"] - td_loss) / alpha),

@@ -265,8 +265,8 @@ def vd_step(backbone, golden: Golden, record: dict[str, np.ndarray], env_steps: 
             ) -> dict[str, np.ndarray]:
     """Our learner's outputs on the recorded batch `record` with the golden file's parameters: every model's
     scores per step ("scores/<model>", batch-major [B, T + 1, n, |A|], from the online parameters), the total
-    loss and every logged metric ("metric/<name>"), the gradient of the total loss ("grad/<path>") and the parameters after one step of the backbone's own
-    optimizer from its initial state ("after/<path>"). This is `ValueDecomposition.update` on one batch, without
+    loss and every logged metric ("metric/<name>"), the gradient of the total loss ("grad/<path>") and the
+    parameters after one step of the backbone's own optimizer from its initial state ("after/<path>"). This is `ValueDecomposition.update` on one batch, without
     its replay sampling and its slicing (tested equal to the whole batch elsewhere)."""
     import optax
 
@@ -304,12 +304,15 @@ def authors_code(source_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         sys.path.remove(source_dir)
-        for name in set(sys.modules) - before:
-            module = sys.modules.get(name)
+        def from_checkout(module) -> bool:
             # A namespace package (a folder without __init__.py, e.g. `utils`) has no __file__, only __path__.
             places = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
-            if module is None or any(str(place).startswith(source_dir) for place in places):
-                del sys.modules[name]
+            return module is None or any(str(place).startswith(source_dir) for place in places)
+
+        # Decide for every module before dropping any: a namespace path reads its parent package from sys.modules.
+        dropped = [name for name in set(sys.modules) - before if from_checkout(sys.modules.get(name))]
+        for name in dropped:
+            del sys.modules[name]
 
 
 def pymarl_batch(record: dict[str, np.ndarray], n_actions: int,
@@ -344,6 +347,54 @@ def pymarl_batch(record: dict[str, np.ndarray], n_actions: int,
                  ts=slice(None), mark_filled=False)
     batch.data.transition_data["filled"][:] = th.as_tensor(record["valid"][..., None].astype(np.int64))
     return batch
+
+
+class ClipWatch:
+    """What `watched_clip` saw: each parameter's gradient as it reached the clip (`gradients`, by id; copies,
+    since the clip rescales `.grad` in place) and the norm every clip call returned (`norms`, in call order)."""
+
+    def __init__(self):
+        self.gradients: dict[int, Any] = {}
+        self.norms: list[float] = []
+        self._parameters: list = []
+
+    def restore(self) -> None:
+        """Put the pre-clip gradients back into `.grad`, so the layout readers (`dense_grads`, `gru_grads`, ...)
+        read the gradient of the total loss after train() has stepped."""
+        for parameter in self._parameters:
+            parameter.grad = self.gradients[id(parameter)]
+
+
+@contextlib.contextmanager
+def watched_clip(scale: float = 1.0) -> Iterator[ClipWatch]:
+    """While an authors' train() runs: `torch.nn.utils.clip_grad_norm_` first multiplies every gradient by `scale`
+    (ctde's loss is `scale` times theirs, e.g. 2 where theirs is 0.5·td²: their clip and optimizer then see our
+    gradient), records it and, after clipping, the norm; and `.cuda()` returns the tensor itself (some of their
+    learners build tensors with a bare `.cuda()`; this runs on the CPU)."""
+    import torch
+
+    watch = ClipWatch()
+    clip, cuda = torch.nn.utils.clip_grad_norm_, torch.Tensor.cuda
+
+    def recording_clip(parameters, *args, **kwargs):
+        parameters = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+        for parameter in parameters:
+            if parameter.grad is not None:
+                if scale != 1.0:
+                    parameter.grad.mul_(scale)
+                watch.gradients[id(parameter)] = parameter.grad.detach().clone()
+                watch._parameters.append(parameter)
+        norm = clip(parameters, *args, **kwargs)
+        watch.norms.append(float(norm))
+        return norm
+
+    torch.nn.utils.clip_grad_norm_ = recording_clip
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    try:
+        yield watch
+    finally:
+        torch.nn.utils.clip_grad_norm_ = clip
+        torch.Tensor.cuda = cuda
 
 
 def torch_tensor(value: np.ndarray):

@@ -26,7 +26,7 @@ import numpy as np
 
 from crosscheck.common import (Component, Golden, Namespace, RecordingLogger, authors_code, copy_dense, copy_gru,
                                dense_grads, dense_values, gru_grads, gru_values, pymarl_batch, recorded_episodes,
-                               vd_initial_params, vd_learner, vd_step, nested)
+                               vd_initial_params, vd_learner, vd_step, nested, watched_clip)
 
 EPISODES = "smax_3m_sight0"
 SEED = 0
@@ -257,22 +257,9 @@ def _authors(overrides):
             watch(learner.target_mixer, "target_mixer")
 
             # observe: the gradients before each optimizer's clip, and the norms the clips see
-            grads, norms = {}, []
-            clip = th.nn.utils.clip_grad_norm_
-
-            def recording_clip(parameters, *a, **k):
-                parameters = list(parameters)
-                for p in parameters:
-                    grads[id(p)] = p.grad.detach().clone()
-                norm = clip(parameters, *a, **k)
-                norms.append(float(norm))
-                return norm
-
-            th.nn.utils.clip_grad_norm_ = recording_clip
-            try:
+            with watched_clip() as watch:
                 learner.train(batch, t_env=int(golden.inputs["env_steps"]), episode_num=0)
-            finally:
-                th.nn.utils.clip_grad_norm_ = clip
+            norms = watch.norms
             if len(norms) != 2 or learner.last_target_update_episode != 0:
                 raise RuntimeError("QLearner_Teach.train no longer clips twice / updated its targets")
 
@@ -301,8 +288,7 @@ def _authors(overrides):
                 out[f"rms_total/{group}"] = np.float32(sum(s["square_avg"].double().sum().item()
                                                            for s in optimiser.state.values()))
             # gradients (pre-clip) and parameters after the step, in our layout (the layout helpers read `.grad`)
-            for p in (*learner.params, *learner.params_KD):
-                p.grad = grads[id(p)]
+            watch.restore()
             for kind, values in (("grad", False), ("after", True)):
                 tree = {"agents": {"teacher": {"params": _agent_tree(learner.mac.agent, values)},
                                    "student": {"params": _agent_tree(learner.mac_s.agent, values)}},

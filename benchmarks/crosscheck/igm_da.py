@@ -41,7 +41,8 @@ import numpy as np
 
 from crosscheck.common import (Component, Golden, Namespace, RecordingLogger, authors_code, copy_dense, copy_gru,
                                dense_grads, dense_values, flatten, gru_grads, gru_values, pymarl_batch,
-                               recorded_episodes, vd_initial_params, vd_learner, vd_step, nested)
+                               recorded_episodes, vd_initial_params, vd_learner, vd_step, nested,
+                               watched_clip)
 
 SYSTEM = "igm_da"
 EPISODES = "smax_3m_sight0"
@@ -156,8 +157,6 @@ def _run_teach_learner(checkout, golden: Golden, learner_module: str, learner_cl
                        mixer_layers, loss_frame: str = "train") -> dict[str, np.ndarray]:
     """The authors' learner's train() on the recorded batch with our parameters; see the module docstring.
     `loss_frame`: the learner method whose locals hold the loss terms (QPLEX's train() calls sub_train())."""
-    import torch as th
-
     record = recorded_episodes(EPISODES)
     params = golden.params
     with authors_code(checkout / "src"):
@@ -190,17 +189,6 @@ def _run_teach_learner(checkout, golden: Golden, learner_module: str, learner_cl
         learner.mac.forward = recording("student", learner.mac.forward)
         learner.mac_all.forward = recording("expert", learner.mac_all.forward)
 
-        # The gradients of the total loss: snapshot when train() clips them (clip_grad_norm_ scales .grad in
-        # place, so a snapshot at the optimizer's step would hold the clipped ones).
-        grads = {}
-        clip = th.nn.utils.clip_grad_norm_
-
-        def snapshot_then_clip(*a, **k):
-            grads["student"] = _agent_layout(learner.mac.agent, grads=True)
-            grads["expert"] = _agent_layout(learner.mac_all.agent, grads=True)
-            grads["mixer"] = _copied({name: dense_grads(layer) for name, layer in mixer_layers(learner.mixer).items()})
-            return clip(*a, **k)
-
         train_code = getattr(type(learner), loss_frame).__code__
         local = {}
 
@@ -209,18 +197,18 @@ def _run_teach_learner(checkout, golden: Golden, learner_module: str, learner_cl
                 local.update(frame.f_locals)
 
         previous = sys.getprofile()
-        th.nn.utils.clip_grad_norm_ = snapshot_then_clip
-        # Compatibility shim: dmaq_qatten_learner_teach builds a tensor with `.cuda()` (GPU-only code); on the CPU
-        # that call returns the tensor itself.
-        cuda = th.Tensor.cuda
-        th.Tensor.cuda = lambda self, *a, **k: self
-        sys.setprofile(profile)
-        try:
-            learner.train(batch, t_env=0, episode_num=0)
-        finally:
-            sys.setprofile(previous)
-            th.nn.utils.clip_grad_norm_ = clip
-            th.Tensor.cuda = cuda
+        # watched_clip also makes `.cuda()` return the tensor itself: dmaq_qatten_learner_teach builds one with it.
+        with watched_clip() as watch:
+            sys.setprofile(profile)
+            try:
+                learner.train(batch, t_env=0, episode_num=0)
+            finally:
+                sys.setprofile(previous)
+        # The gradients of the total loss, as they reached train()'s clip.
+        watch.restore()
+        grads = {"student": _agent_layout(learner.mac.agent, grads=True),
+                 "expert": _agent_layout(learner.mac_all.agent, grads=True),
+                 "mixer": _copied({name: dense_grads(layer) for name, layer in mixer_layers(learner.mixer).items()})}
 
         stats = learner.logger.stats
         mask = local["mask"]  # [B, T, 1], the TD mask

@@ -43,8 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from crosscheck.common import (Component, Golden, Namespace, RecordingLogger, authors_code, copy_dense, copy_gru,
-                               dense_grads, dense_values, flatten, gru_layout, gru_values, pymarl_batch,
-                               recorded_episodes, trajectory, unflatten_like, vd_initial_params, vd_learner, nested)
+                               dense_grads, dense_values, flatten, gru_grads, gru_values, pymarl_batch,
+                               recorded_episodes, trajectory, unflatten_like, vd_initial_params, vd_learner, nested,
+                               watched_clip)
 
 EPISODES = "smax_3m"
 HIDDEN, Z_DIM, HYPER_HIDDEN, STUDENT_HIDDEN, MIX_EMBED, MIX_HYPER = 32, 8, 16, 64, 8, 16
@@ -509,28 +510,15 @@ def _authors_stage1(checkout: Path, golden: Golden) -> dict[str, np.ndarray]:
             return result
 
         gire_learner.build_td_lambda_targets = targets
-        grads: dict[int, np.ndarray] = {}
-        clip = th.nn.utils.clip_grad_norm_
-
-        def clip_doubled(parameters, max_norm, *a, **k):
-            parameters = list(parameters)
-            for parameter in parameters:
-                if parameter.grad is not None:
-                    parameter.grad.mul_(2.0)  # our loss scale (see the docstring)
-            grads.update({id(q): q.grad.detach().clone() for q in parameters if q.grad is not None})
-            norm = clip(parameters, max_norm, *a, **k)
-            out["grad_norm"] = np.asarray(float(norm), np.float32)
-            return norm
-
         draws = [th.as_tensor(golden.inputs[f"noise_{role}"][t].reshape(batch_size * n, -1))
                  for role in ("online", "target") for t in range(length)]
-        th.nn.utils.clip_grad_norm_ = clip_doubled
         try:
-            with _injected_noise(draws):
+            with _injected_noise(draws), watched_clip(scale=2.0) as watch:  # our loss scale (see the docstring)
                 learner.train(batch, t_env=int(golden.inputs["env_steps"]), episode_num=0)
         finally:
-            th.nn.utils.clip_grad_norm_ = clip
             gire_learner.build_td_lambda_targets = build_targets
+        out["grad_norm"] = np.asarray(watch.norms[-1], np.float32)
+        watch.restore()
 
         out["loss"] = np.asarray(2.0 * logger.stats["loss_td"], np.float32)
         out["q/online"] = np.stack([q.numpy() for q in recorded["q/online"]], axis=1)
@@ -538,20 +526,13 @@ def _authors_stage1(checkout: Path, golden: Golden) -> dict[str, np.ndarray]:
         out["q_tot"] = recorded["q_tot"][0].numpy()[..., 0]
         out["targets"] = recorded["targets"][0].numpy()[..., 0] * record["valid"][:, :-1]
 
-        def grad_layout(layer):
-            g = {"kernel": grads[id(layer.weight)].numpy().T}
-            if layer.bias is not None:
-                g["bias"] = grads[id(layer.bias)].numpy()
-            return g
-
         layers = {f"agents/{path}": layer for path, layer in _mac_layers(learner.mac).items()}
         layers.update({f"mixer/{path}": layer for path, layer in _mixer_layers(learner.mixer).items()})
         for path, layer in layers.items():
-            out.update(_flat(grad_layout(layer), f"grad/{path}"))
+            out.update(_flat(dense_grads(layer), f"grad/{path}"))
             out.update(_flat(dense_values(layer), f"after/{path}"))
         rnn = learner.mac.shared_rnn.rnn
-        out.update(_flat(gru_layout(*(grads[id(p)].numpy() for p in (rnn.weight_ih, rnn.bias_ih, rnn.weight_hh,
-                                                                     rnn.bias_hh))), "grad/agents/trunk/params/gru"))
+        out.update(_flat(gru_grads(rnn), "grad/agents/trunk/params/gru"))
         out.update(_flat(gru_values(rnn), "after/agents/trunk/params/gru"))
     # Their gire_z mac has no student (stage 2 builds it): it gets no gradient and no step, as ours in stage 1.
     for key, value in flat.items():
