@@ -4,7 +4,7 @@
    throughout), QMIX and the four baselines, 3 vmapped seeds each, the settings of `tests/test_baselines.py`:
    the greedy joint return of every seed at each evaluation (8 = the optimum).
 2. The decentralization audit of the exported policy of every paradigm × backbone combination that `resolve`
-   accepts for the four baselines (`ctde.experiments.planted_leaks.audit_real_policies`, from initialization).
+   accepts for the four baselines (`ctde.testing.planted_leaks.audit_real_policies`, from initialization).
 
     python benchmarks/baselines.py        # ~5 min on 2 shared CPU cores
 
@@ -46,7 +46,7 @@ def matrix_game() -> list[dict]:
 
 
 def audit() -> list[dict]:
-    from ctde.experiments.planted_leaks import audit_real_policies, real_policy_combinations
+    from ctde.testing.planted_leaks import audit_real_policies, real_policy_combinations
 
     combinations = [c for c in real_policy_combinations() if c[1].split()[0] in BASELINES]
     rows = audit_real_policies(combinations)

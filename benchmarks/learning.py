@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ctde.config import to_dict
-from ctde.experiments.report import curves, label_env_steps, steps_to_reach
+from ctde.training.report import curves, label_env_steps, steps_to_reach
 from ctde.training.logger import read_metrics
 from ctde.training.runner import load_run_config, train
 

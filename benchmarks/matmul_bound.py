@@ -48,7 +48,7 @@ from jax.extend import core as jax_core
 from throughput import RESULTS, SETTINGS, alternate_with_env_only, best_time, peak_rate
 from ctde.config import build_config
 from ctde.training import cpu_kernels
-from ctde.training.loop import build_program
+from ctde.training.program import build_program
 from ctde.training.resolve import resolve
 from ctde.training.runner import seed_keys
 

@@ -14,12 +14,12 @@ Sections (each writes its part of benchmarks/results/reliability.json and a tabl
   at most one), and whether every metric row of the finished run equals the reference's. Equality is exact
   (every field but wall-clock time): a resumed run restores the whole run state, replay buffer and random keys
   included, and runs the same compiled program.
-- bad_input: the catalogue of `ctde.experiments.bad_input` through the CLI's own entry point: exit status,
+- bad_input: the catalogue of `ctde.testing.bad_input` through the CLI's own entry point: exit status,
   message, and whether every file already in the workspace is unchanged.
-- nan: for every backbone, the loss poisoned from a chosen env step (`ctde.experiments.faults.poisoned_loss`):
+- nan: for every backbone, the loss poisoned from a chosen env step (`ctde.testing.faults.poisoned_loss`):
   the run must stop naming the step, keep the last good checkpoint, and `--resume` from it must finish. Also
   stage 2 (PTDE's distillation) poisoned.
-- leaks: the planted leaks of `ctde.experiments.planted_leaks` (the audit must catch every one) and the real
+- leaks: the planted leaks of `ctde.testing.planted_leaks` (the audit must catch every one) and the real
   exported policy of every paradigm x backbone the configuration accepts (every one must pass).
 - disk: a run on a small tmpfs (mounted by this script; needs root) until a checkpoint does not fit: the error
   must say so, the previous checkpoint must be intact, and the run, moved to a larger disk, must resume to the
@@ -61,7 +61,7 @@ CHUNK_STEPS = {"smax_3m_qmix": 2000, "toy_hallway_vdn": 500, "toy_hallway_ptde":
 def kill_plan(kills: int, seed: int) -> list[tuple[str, "object"]]:
     """(job, trigger) for `kills` kills: half on SMAX 3m (three of them during a checkpoint write), a quarter on
     the toy task (one before its first checkpoint), a quarter in PTDE's stage 2."""
-    from ctde.experiments.faults import Trigger, random_delays
+    from ctde.testing.faults import Trigger, random_delays
 
     smax = max(1, kills // 2)
     toy = max(1, kills // 4)
@@ -78,7 +78,7 @@ def kill_plan(kills: int, seed: int) -> list[tuple[str, "object"]]:
 
 
 def run_kills(work: Path, kills: int, seed: int, say) -> dict:
-    from ctde.experiments.faults import (cli_environment, comparable_rows, first_difference, kill_during,
+    from ctde.testing.faults import (cli_environment, comparable_rows, first_difference, kill_during,
                                          resume_and_compare, run_cli)
 
     env = cli_environment(work / "compile_cache")
@@ -137,7 +137,7 @@ def run_kills(work: Path, kills: int, seed: int, say) -> dict:
 
 
 def run_bad_input(work: Path, say) -> dict:
-    from ctde.experiments.bad_input import run_catalogue
+    from ctde.testing.bad_input import run_catalogue
 
     rows = run_catalogue(work / "bad_input")
     for row in rows:
@@ -168,7 +168,7 @@ NAN_AT = 1200
 
 def run_nan(work: Path, say) -> dict:
     from ctde.errors import TrainingDivergedError
-    from ctde.experiments.faults import complete_checkpoints, poisoned_distillation, poisoned_loss
+    from ctde.testing.faults import complete_checkpoints, poisoned_distillation, poisoned_loss
     from ctde.training.runner import train
 
     rows = []
@@ -213,7 +213,7 @@ def run_nan(work: Path, say) -> dict:
 
 
 def run_leaks(say) -> dict:
-    from ctde.experiments.planted_leaks import audit_planted_leaks, audit_real_policies
+    from ctde.testing.planted_leaks import audit_planted_leaks, audit_real_policies
 
     leaks = audit_planted_leaks()
     for row in leaks:
@@ -235,7 +235,7 @@ DISK_JOB = "smax_3m_qmix"
 def run_disk(work: Path, say, size: str | None = None) -> dict:
     """A full disk during a checkpoint write; `size` of the tmpfs, by default one on which one of the reference
     run's checkpoints fits and a second does not (`one_checkpoint_disk`)."""
-    from ctde.experiments.faults import (cli_environment, comparable_rows, complete_checkpoints, first_difference,
+    from ctde.testing.faults import (cli_environment, comparable_rows, complete_checkpoints, first_difference,
                                          one_checkpoint_disk, run_cli, small_disk)
 
     env = cli_environment(work / "compile_cache")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ctde.experiments.report import curves, label_env_steps
+from ctde.training.report import curves, label_env_steps
 from ctde.training.runner import load_run_config, train
 
 RESULTS = Path(__file__).parent / "results"

@@ -60,7 +60,7 @@ import jax.numpy as jnp
 
 from ctde.config import build_config
 from ctde.envs import make_env
-from ctde.training.loop import build_program
+from ctde.training.program import build_program
 from ctde.training.resolve import resolve
 from ctde.training import cpu_kernels
 from ctde.training.runner import seed_keys
@@ -88,7 +88,7 @@ def env_only_program(map_name: str, num_envs: int, steps: int, kernels: str = "n
     ceiling, compiled with XLA:CPU `kernels` (`ctde.training.cpu_kernels`: "native" is the fastest for SMAX,
     "ynnpack" is XLA's default). `map_name`: a SMAX map or a full env id (`env_id_of`). Returns the function
     of a PRNG key."""
-    cpu_kernels.unroll_threefry()  # as every training program does (ctde.training.loop.build_program)
+    cpu_kernels.unroll_threefry()  # as every training program does (ctde.training.program.build_program)
     env = make_env(build_config([f"env={env_id_of(map_name)}"]).env)
 
     def rollout(key):

@@ -1,4 +1,4 @@
-"""The bad-input catalogue (ctde.experiments.bad_input): every case exits with status 2, prints the message its
+"""The bad-input catalogue (ctde.testing.bad_input): every case exits with status 2, prints the message its
 regex expects and no traceback, and leaves every file it found as it was (a refused `train` creates nothing).
 
 The cases run in-process (ctde.cli.main with stderr captured); one case also runs as a real `ctde` process to
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ctde.experiments import bad_input
-from ctde.experiments.bad_input import CASES, BadInputCase, error_message, run_case, snapshot
+from ctde.testing import bad_input
+from ctde.testing.bad_input import CASES, BadInputCase, error_message, run_case, snapshot
 from ctde.training import checkpoint
 
 

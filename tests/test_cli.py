@@ -151,7 +151,7 @@ def test_steps_to_reach_uses_the_median_over_seeds_and_skips_unevaluated_points(
     the threshold; points where no seed evaluated the model (a PTDE student before stage 2) never count."""
     import warnings
 
-    from ctde.experiments.report import steps_to_reach
+    from ctde.training.report import steps_to_reach
 
     win = {0: [None, None, 0.5, 0.9], 1: [None, None, 0.7, 0.95], 2: [None, None, 0.9, 0.2]}
     rows = [{"seed": seed, "block": block, "env_steps": 1000 * (block + 1),

@@ -16,7 +16,7 @@ from ctde.paradigms import make_paradigm
 from ctde.paradigms.base import AgentInputs, ParadigmOutput
 from ctde.paradigms.igm_da import IGMDA
 from ctde.policy import audit_policy, make_policy
-from ctde.training.rollout import Trajectory, run_policy
+from ctde.algos.rollout import Trajectory, run_policy
 from ctde.training.resolve import resolve
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

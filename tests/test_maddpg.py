@@ -13,7 +13,7 @@ from ctde.envs import make_env
 from ctde.errors import ConfigError, IncompatibleError
 from ctde.paradigms import make_paradigm
 from ctde.training.resolve import resolve
-from ctde.training.rollout import Trajectory
+from ctde.algos.rollout import Trajectory
 
 
 def _backbone(*overrides: str) -> MADDPG:

@@ -72,7 +72,7 @@ def test_minibatches_keep_all_agents_of_an_environment_step_together():
     """Chunks are indexed by (environment, first step) and carry every agent: shuffling permutes chunks, never
     agents. Checked on the prepared data of a real rollout."""
     from ctde.config import build_config
-    from ctde.training.loop import build_program
+    from ctde.training.program import build_program
     from ctde.training.resolve import resolve
 
     config = resolve(build_config(["env=smax:3m", "algo=mappo", "rollout.num_envs=4", "rollout.length=20",
@@ -103,7 +103,7 @@ def test_state_value_is_one_per_environment_and_agent_specific_one_per_agent(cri
     """MAPPO's EP value V(s) reads the global state alone, so it is run once per environment and shared by the
     agents; the agent-specific value reads each agent's own input and differs between agents."""
     from ctde.config import build_config
-    from ctde.training.loop import build_program
+    from ctde.training.program import build_program
     from ctde.training.resolve import resolve
 
     config = resolve(build_config(["env=toy:hallway", "algo=mappo", "rollout.num_envs=2", "rollout.length=8",
@@ -135,7 +135,7 @@ def test_a_minibatch_processed_in_slices_makes_the_same_update(paradigm):
     after a rollout has dead agents and finished episodes, so slices count different numbers of steps."""
     from ctde.algos.slicing import slice_count
     from ctde.config import build_config
-    from ctde.training.loop import build_program
+    from ctde.training.program import build_program
     from ctde.training.resolve import resolve
 
     assert slice_count(16, 15, 0) == 1 and slice_count(16, 15, 240) == 1

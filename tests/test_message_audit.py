@@ -10,7 +10,7 @@ from ctde.errors import AuditFailedError
 from ctde.nets.ctedd import MessageActor, MessageGenerator, local_input, local_policy_logits
 from ctde.policy import (DecentralizedPolicy, PolicyNetwork, audit_communication, audit_policy, audit_scores_fn,
                          build_network, load_policy, make_policy, own_input, register_network, require_audit)
-from ctde.training.rollout import run_policy
+from ctde.algos.rollout import run_policy
 
 
 def _ctedd_spec(n_agents: int, bits: int, obs_dim: int = 4, n_actions: int = 3, state_dim: int = 5, seeds: int = 2,

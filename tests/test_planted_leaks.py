@@ -1,4 +1,4 @@
-"""Planted leaks (`ctde.experiments.planted_leaks`): the decentralization audit catches every one, each planted in
+"""Planted leaks (`ctde.testing.planted_leaks`): the decentralization audit catches every one, each planted in
 its own code path, and passes the real exported policy of every distinct exported network.
 
 The full paradigm x backbone matrix (60 combinations) is `audit_real_policies()`, run by the benchmark; here one
@@ -13,11 +13,11 @@ import pytest
 from ctde.config import EnvConfig
 from ctde.envs import make_env
 from ctde.errors import AuditFailedError
-from ctde.experiments.planted_leaks import (BACKBONE_NAMES, OWN_SENSITIVITY_FLOOR, PARADIGM_NAMES, PLANTED_LEAKS,
+from ctde.testing.planted_leaks import (BACKBONE_NAMES, OWN_SENSITIVITY_FLOOR, PARADIGM_NAMES, PLANTED_LEAKS,
                                             LateLeakAgentZero, audit_planted_leaks, audit_real_policies, caught_by,
                                             exported_network, honest_base, real_policy, real_policy_combinations)
 from ctde.policy import audit_policy, require_audit
-from ctde.training.rollout import run_policy
+from ctde.algos.rollout import run_policy
 
 TRIALS = 4
 

@@ -10,7 +10,7 @@ from ctde.envs import make_env
 from ctde.errors import AuditFailedError, CheckpointError
 from ctde.paradigms import make_paradigm
 from ctde.policy import audit_policy, audit_scores_fn, load_policy, make_policy, require_audit
-from ctde.training.rollout import run_policy
+from ctde.algos.rollout import run_policy
 
 
 def _ctde_policy(seeds=2, env_id="smax:3m"):

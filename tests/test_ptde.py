@@ -46,7 +46,7 @@ def test_exported_student_policy_matches_the_paradigm_and_has_no_state_path():
     from ctde.paradigms import make_paradigm
     from ctde.paradigms.base import AgentInputs
     from ctde.policy import audit_policy, make_policy
-    from ctde.training.rollout import run_policy
+    from ctde.algos.rollout import run_policy
 
     config = build_config(["env=smax:3m", "paradigm=ptde"])
     env = make_env(config.env)

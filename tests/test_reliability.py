@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ctde.errors import CheckpointError, TrainingDivergedError
-from ctde.experiments.faults import (Trigger, cli_environment, complete_checkpoints, kill_during, one_checkpoint_disk,
+from ctde.testing.faults import (Trigger, cli_environment, complete_checkpoints, kill_during, one_checkpoint_disk,
                                      poisoned_distillation, poisoned_loss, resume_and_compare, small_disk)
 
 COMPILE_CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"  # conftest's, shared with the CLI
@@ -85,7 +85,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(run_training, tm
         if disk == "tmpfs":
             mount.__exit__(None, None, None)
     monkeypatch.undo()
-    from ctde.experiments.faults import comparable_rows
+    from ctde.testing.faults import comparable_rows
     from ctde.training.runner import train
 
     train(resume=moved, quiet=True)

@@ -19,12 +19,12 @@ from ctde.cli import main
 from ctde.config import build_config, save_config
 from ctde.envs.base import evaluation_env
 from ctde.errors import ConfigError
-from ctde.experiments.replay import record_episode, replay
+from ctde.experiments.render import record_episode, replay
 from ctde.policy import load_policy
 from ctde.training.checkpoint import Checkpoints
-from ctde.training.loop import build_program
+from ctde.training.program import build_program
 from ctde.training.resolve import resolve
-from ctde.training.rollout import run_policy
+from ctde.algos.rollout import run_policy
 from ctde.training.runner import export, seed_keys
 
 

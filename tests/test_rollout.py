@@ -7,7 +7,7 @@ import numpy as np
 from ctde.config import build_config
 from ctde.envs import make_env
 from ctde.paradigms import make_paradigm
-from ctde.training.rollout import collect, epsilon_greedy
+from ctde.algos.rollout import collect, epsilon_greedy
 
 
 def _collect(auto_reset, length=None, env_id="toy:hallway", num_envs=8, seed=0):
@@ -55,7 +55,7 @@ def test_segment_carries_are_the_recurrent_states_before_each_segment():
     """`carry_every=k` records the actor's recurrent state before steps 0, k, 2k, ... (what MAPPO's chunks start
     from) and leaves every per-step record as it was: same keys, same steps. Episodes reset inside the rollout,
     so some recorded states are mid-episode and some are fresh."""
-    from ctde.training.rollout import Actor, paradigm_actor, run_rollout, start_rollouts
+    from ctde.algos.rollout import Actor, paradigm_actor, run_rollout, start_rollouts
 
     config = build_config(["env=toy:hallway"])
     env = make_env(config.env)

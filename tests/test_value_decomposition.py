@@ -9,7 +9,7 @@ import pytest
 
 from ctde.algos.value_decomposition import lambda_returns
 from ctde.nets.mixers import NoMixer, QMIXMixer, QPLEXMixer, VDNMixer
-from ctde.training.rollout import epsilon_greedy, masked_argmax
+from ctde.algos.rollout import epsilon_greedy, masked_argmax
 
 
 def _mixer_inputs(n=3, actions=4, batch=5, state_dim=6, seed=0):
@@ -109,7 +109,7 @@ def test_td_loss_ignores_padding(tmp_path):
     from ctde.config import build_config
     from ctde.envs import make_env
     from ctde.paradigms import make_paradigm
-    from ctde.training.rollout import collect
+    from ctde.algos.rollout import collect
 
     config = build_config(["env=toy:hallway", "algo=qmix"])
     config.algo.epsilon_anneal_steps = 1000
@@ -137,7 +137,7 @@ def test_initialization_uses_no_lapack_calls():
     """Orthogonal initializers run a QR decomposition; batched over vmapped seeds, XLA:CPU's LAPACK kernels
     deadlocked the two-thread pool of a 2-core machine. Initialization must stay free of them."""
     from ctde.config import build_config
-    from ctde.training.loop import build_program
+    from ctde.training.program import build_program
     from ctde.training.resolve import resolve
     from ctde.training.runner import seed_keys
 
@@ -187,7 +187,7 @@ def test_an_update_computed_in_slices_of_sequences_is_the_same_update(paradigm):
     from ctde.envs import make_env
     from ctde.paradigms import make_paradigm
 
-    from ctde.training.rollout import collect, epsilon_greedy
+    from ctde.algos.rollout import collect, epsilon_greedy
 
     backbones = []
     # 60 agent-steps: a few 3-agent sequences per slice, whatever the trimmed length

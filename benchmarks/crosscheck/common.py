@@ -1,7 +1,7 @@
 """What every cross-check shares: recorded SMAX episodes, golden files, parameter trees flattened by path, the
 comparison, and (PyTorch side) the pymarl batch layout, parameter copies and the import of an authors' checkout.
 
-Layouts. ctde's replay holds batch-major sequences `[B, T + 1, ...]` (`ctde.training.rollout.Trajectory`) and its
+Layouts. ctde's replay holds batch-major sequences `[B, T + 1, ...]` (`ctde.algos.rollout.Trajectory`) and its
 learners read them time-major. pymarl's `EpisodeBatch` is batch-major `[B, T + 1, ...]` with actions `[.., n, 1]`,
 reward and terminated `[.., 1]`, and `filled` marking the entries written in an episode. Entry t of both holds the
 inputs seen at step t, the action taken there and what the transition returned; entry T the bootstrap inputs.
@@ -146,14 +146,14 @@ EPISODE_FIELDS = ("obs", "state", "avail", "last_action", "reset", "action", "re
 def record_smax(map_name: str = "3m", episodes: int = 6, seed: int = 0, sight_range: float | None = None,
                 episode_limit: int | None = None, views: tuple[str, ...] = ("full_obs",)) -> dict[str, np.ndarray]:
     """`episodes` SMAX episodes of uniformly random available actions, recorded by ctde's own rollout
-    (`ctde.training.rollout.collect`), batch-major [B, T + 1, ...] and cut after the longest episode's bootstrap
+    (`ctde.algos.rollout.collect`), batch-major [B, T + 1, ...] and cut after the longest episode's bootstrap
     entry (as pymarl cuts a batch to its longest episode). Random play on 3m loses units within the episode, so
     the batch holds dead agents (all-zero observations, only no-op available), unavailable actions and padding.
     Views (e.g. full_obs, the unlimited-sight observation) are stored as `view_<name>`."""
     from ctde.config import build_config
     from ctde.envs import make_env
     from ctde.paradigms import make_paradigm
-    from ctde.training.rollout import collect, epsilon_greedy
+    from ctde.algos.rollout import collect, epsilon_greedy
 
     overrides = [f"env=smax:{map_name}", "algo=qmix", "paradigm=ctde"]
     if sight_range is not None:
@@ -196,7 +196,7 @@ def recorded_episodes(name: str = "smax_3m") -> dict[str, np.ndarray]:
 
 def trajectory(record: dict[str, np.ndarray]):
     """The recorded arrays as ctde's batch-major `Trajectory` [B, T + 1, ...]."""
-    from ctde.training.rollout import Trajectory
+    from ctde.algos.rollout import Trajectory
 
     views = {name[len("view_"):]: jnp.asarray(value) for name, value in record.items() if name.startswith("view_")}
     return Trajectory(**{name: jnp.asarray(record[name]) for name in EPISODE_FIELDS}, views=views)

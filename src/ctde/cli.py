@@ -132,7 +132,7 @@ def _envs(args) -> int:
 
 def _report(args) -> int:
     from ctde.training.logger import read_metrics
-    from ctde.training.loop import build_program
+    from ctde.training.program import build_program
     from ctde.training.resolve import resolve
     from ctde.training.runner import load_run_config, make_report
     import json
@@ -147,7 +147,7 @@ def _report(args) -> int:
 
 
 def _replay(args) -> int:
-    from ctde.experiments.replay import replay
+    from ctde.experiments.render import replay
 
     _positive(args.episodes, "--episodes")
     _positive(args.fps, "--fps")

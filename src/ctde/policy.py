@@ -337,7 +337,7 @@ def load_policy(path: str | Path) -> DecentralizedPolicy:
 # ---------------------------------------------------------------------------------------------------------
 # Audit
 #
-# What runs at execution is `act`, one step at a time (`ctde.training.rollout.policy_actor`); `unroll` and
+# What runs at execution is `act`, one step at a time (`ctde.algos.rollout.policy_actor`); `unroll` and
 # `episode_messages` are conveniences over whole episodes that take the state so the audit can offer it. The
 # audit probes every one of these paths rather than trusting that they agree: a method overridden in a subclass
 # (or a network exported by mistake) can leak through `act` or `step` while `unroll` stays honest, or the other
@@ -666,7 +666,7 @@ def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agen
 def _scan_episode(policy: DecentralizedPolicy, step: Callable, obs: jax.Array, last_action: jax.Array,
                   avail: jax.Array, messages: jax.Array | None = None) -> jax.Array:
     """`step(hidden [n, H], obs [n, o], last_action [n], avail [n, A], reset [](, messages [n, k])) -> (hidden,
-    out [n, ...])` over one episode as the rollout's actor drives it (`ctde.training.rollout.policy_actor`): from
+    out [n, ...])` over one episode as the rollout's actor drives it (`ctde.algos.rollout.policy_actor`): from
     a zero hidden state [n, spec hidden_dim], `reset` True at the first step only. -> out [T, n, ...]."""
     start = jnp.zeros((policy.spec["n_agents"], policy.spec["hidden_dim"]))
 

@@ -40,7 +40,7 @@ from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.precision import Dense, learner_precision
 from ctde.paradigms.base import Paradigm
-from ctde.training.rollout import EpisodeStats, Trajectory, collect, masked_argmax, sample_softmax, tanh_with_noise
+from ctde.algos.rollout import EpisodeStats, Trajectory, collect, masked_argmax, sample_softmax, tanh_with_noise
 
 NEG_INF = -1e10
 

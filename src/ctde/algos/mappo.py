@@ -38,7 +38,7 @@ from ctde.envs.base import Environment
 from ctde.nets.precision import Dense, learner_precision
 from ctde.nets.rnn import ResettableGRU
 from ctde.paradigms.base import AgentInputs, Paradigm
-from ctde.training.rollout import Actor, EpisodeStats, Trajectory, run_rollout, start_rollouts
+from ctde.algos.rollout import Actor, EpisodeStats, Trajectory, run_rollout, start_rollouts
 
 NEG_INF = -1e10
 

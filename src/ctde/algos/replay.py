@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ctde.algos.seeds import learn_when_ready, where_active
-from ctde.training.rollout import EpisodeStats, Trajectory, collect
+from ctde.algos.rollout import EpisodeStats, Trajectory, collect
 
 
 def store_episodes(buffer: Any, replay: Any, trajectory: Trajectory, active: jax.Array | None = None) -> Any:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ctde.errors import ConfigError, CtdeError
-from ctde.experiments.report import curves, label_env_steps
+from ctde.training.report import curves, label_env_steps
 
 METRICS = ("win_rate", "return")
 # Metrics copied into marl_eval.json at every evaluation (marl-eval wants the same set at every step).

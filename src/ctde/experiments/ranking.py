@@ -13,13 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ctde.paradigms.base import AgentInputs
-from ctde.training.rollout import masked_argmax, no_action
+from ctde.algos.rollout import masked_argmax, no_action
 
 
 def query_ndcg(program: Any, agent_params: Any, model: str, split: str = "test") -> np.ndarray:
     """NDCG@k of `model`'s greedy scores on every query of `split`, float [Q_split], for one seed's parameters.
 
-    `program` is a `ctde.training.loop.Program` on an `ltr:` environment; padded documents are masked out of the
+    `program` is a `ctde.training.program.Program` on an `ltr:` environment; padded documents are masked out of the
     ranking and of the actions as in training."""
     env, paradigm = program.env, program.paradigm
     queries = jnp.asarray(env.evaluation_queries(split))

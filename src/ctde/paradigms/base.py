@@ -135,7 +135,7 @@ class Paradigm:
 
     def distill_sampler(self, spec: EnvSpec):
         """The ActionSelector with which the teacher collects the distillation data when `distill_actions` is
-        "sample" (see `ctde.training.rollout`)."""
+        "sample" (see `ctde.algos.rollout`)."""
         raise NotImplementedError
 
     def plot_marks(self) -> dict[str, float]:

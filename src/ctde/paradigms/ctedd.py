@@ -92,7 +92,7 @@ class CTEDD(Paradigm):
     def distill_sampler(self, spec):
         """The global policies play the distillation episodes as they explored in stage 1: sampling their softmax,
         or tanh plus MADDPG's Gaussian noise."""
-        from ctde.training.rollout import sample_softmax, tanh_with_noise  # (rollout imports the paradigm interface)
+        from ctde.algos.rollout import sample_softmax, tanh_with_noise  # (rollout imports the paradigm interface)
 
         return tanh_with_noise(self.config.maddpg.noise_std) if self.continuous else sample_softmax
 

@@ -1,6 +1,6 @@
 """The host loop: training on environments stepped outside JAX (SMAC, SMAClite, GRF, any SMAC-interface class).
 
-The run is the same as on a JAX environment (`ctde.training.loop`): the same `RunState` (the backbone's learner,
+The run is the same as on a JAX environment (`ctde.training.program`): the same `RunState` (the backbone's learner,
 replay included, and the evaluation key), the same chunks of evaluation blocks, metrics, checkpoints, resume,
 stage 2, export and audit, all driven by the same runner. What changes is who steps the environments:
 
@@ -36,8 +36,8 @@ import numpy as np
 
 from ctde.algos.replay import store_and_learn
 from ctde.paradigms.base import AgentInputs
-from ctde.training.loop import SEED_AXIS, Program, RunState
-from ctde.training.rollout import EpisodeStats, Trajectory, greedy_for, paradigm_actor, policy_actor
+from ctde.training.program import SEED_AXIS, Program, RunState
+from ctde.algos.rollout import EpisodeStats, Trajectory, greedy_for, paradigm_actor, policy_actor
 
 MAX_SEED = 2 ** 31 - 1
 

@@ -2,7 +2,7 @@
 
     ctde replay RUN [--model M] [--episodes 1] [--seed S] [--run-seed K] [--out FILE.gif|.mp4] [--fps N]
 
-Recording (`record_episodes`) steps the environment exactly as `ctde.training.rollout.run_policy` and greedy
+Recording (`record_episodes`) steps the environment exactly as `ctde.algos.rollout.run_policy` and greedy
 evaluation do (the same key schedule, `num_envs` = episodes, no reset inside the rollout), inside one jitted
 `lax.scan` that also returns every environment state. So episode e recorded with key k is episode e of
 `run_policy(policy, env, params, k, episodes=E)`, return and win included (tested).
@@ -41,7 +41,7 @@ from ctde.envs.base import Environment
 from ctde.errors import CheckpointError, ConfigError
 from ctde.paradigms.base import AgentInputs
 from ctde.policy import DecentralizedPolicy, load_policy
-from ctde.training.rollout import Actor, no_action, policy_actor
+from ctde.algos.rollout import Actor, no_action, policy_actor
 
 RENDERED_FAMILIES = ("smax", "mpe")
 # Near JaxMARL's visualizers' frame intervals (64 ms, 100 ms), in whole centiseconds: a GIF's frame durations are
@@ -70,7 +70,7 @@ class RecordedEpisode(NamedTuple):
 
 
 def _inputs(ts, last_action: jax.Array, reset: jax.Array) -> AgentInputs:
-    """The actor's view of one step, time axis of 1 (what `ctde.training.rollout.run_rollout` feeds it)."""
+    """The actor's view of one step, time axis of 1 (what `ctde.algos.rollout.run_rollout` feeds it)."""
     return AgentInputs(obs=ts.obs[None], last_action=last_action[None], avail=ts.avail[None], state=ts.state[None],
                        reset=reset[None], views=jax.tree.map(lambda v: v[None], ts.views))
 
@@ -409,9 +409,9 @@ def replay(run: str | Path, *, model: str | None = None, episodes: int = 1, seed
     models (e.g. igm_da's expert), restored from the run's newest checkpoint. `seed`: the random seed of the
     episodes (the same seed gives the same episodes as `run_policy` with `PRNGKey(seed)`); `run_seed`: which of
     the run's trained seeds acts (0 = its first). `out` defaults to RUN/replay_<model>.gif."""
-    from ctde.training.loop import build_program
+    from ctde.training.program import build_program
     from ctde.training.resolve import resolve
-    from ctde.training.rollout import greedy_for, paradigm_actor
+    from ctde.algos.rollout import greedy_for, paradigm_actor
     from ctde.training.runner import load_run_config, restore_agent_params
     from ctde.envs.base import evaluation_env
 

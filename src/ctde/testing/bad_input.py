@@ -14,7 +14,7 @@ Commands run in-process through `ctde.cli.main`, with stdout and stderr captured
 command costs, not a fresh interpreter and JAX import. Cases that need a finished run get their own copy of a
 tiny base run (`make_base_run`, trained once), so the damage one case does cannot leak into another.
 
-    from ctde.experiments.bad_input import run_catalogue
+    from ctde.testing.bad_input import run_catalogue
     results = run_catalogue(Path("/tmp/bad_input"))       # one dict per case
 """
 

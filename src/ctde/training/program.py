@@ -23,7 +23,7 @@ from ctde.envs import make_env
 from ctde.envs.base import Environment, evaluation_env
 from ctde.paradigms import PARADIGMS, Paradigm, make_paradigm
 from ctde.training import cpu_kernels
-from ctde.training.rollout import EpisodeStats, collect, greedy_for, run_policy
+from ctde.algos.rollout import EpisodeStats, collect, greedy_for, run_policy
 
 
 SEED_AXIS = "seeds"
@@ -178,7 +178,7 @@ class Program:
                                       compiler_options=self.compiler_options(learning=False))(agent_params, keys))
 
     def run_policy(self, policy: Any, key: jax.Array, episodes: int) -> tuple[dict[str, float], list[dict]]:
-        """Greedy episodes of the exported policy's first seed (`ctde.training.rollout.run_policy`)."""
+        """Greedy episodes of the exported policy's first seed (`ctde.algos.rollout.run_policy`)."""
         return run_policy(policy, evaluation_env(self.env), policy.seed_params(0), key, episodes=episodes)
 
     def collect_datasets(self, agent_params: Any, keys: jax.Array, episodes: int, holdout: float) -> Any:

@@ -389,7 +389,7 @@ def combination_overrides(combination: Combination) -> list[str]:
 
 
 def _program(combination: Combination, seeds: int):
-    from ctde.training.loop import build_program
+    from ctde.training.program import build_program
     from ctde.training.resolve import resolve
 
     return build_program(resolve(build_config([*combination_overrides(combination), f"seeds={seeds}"])))

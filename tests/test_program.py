@@ -1,4 +1,4 @@
-"""The compiled chunk (`ctde.training.loop`, `ctde.algos.seeds`): vmapped seeds each stop at their own
+"""The compiled chunk (`ctde.training.program`, `ctde.algos.seeds`): vmapped seeds each stop at their own
 evaluation mark, yet neither the training loop nor the learn-or-wait branch turns into a choice between whole
 states (which made real runs 2.5-3.3x slower than the iteration alone)."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ctde.config import build_config
-from ctde.training.loop import build_program
+from ctde.training.program import build_program
 from ctde.training.resolve import resolve
 from ctde.training.runner import seed_keys
 
