@@ -74,7 +74,8 @@ def test_pruning_term_reaches_the_update_after_T_and_not_before_on_every_backbon
     before T the loss is the TD loss alone; from T on it is TD + α·L_p, and the query weights move
     differently because of it."""
     from ctde.algos import make_backbone
-    from ctde.algos.rollout import collect, epsilon_greedy
+    from ctde.algos.rollout import collect
+    from ctde.nets.actions import epsilon_greedy
 
     config, env, paradigm = _cadp(f"algo={algo}", "cadp.prune_start=5000", "algo.batch_size=8",
                                   env_id="toy:hallway")

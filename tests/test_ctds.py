@@ -12,7 +12,8 @@ from ctde.config import build_config
 from ctde.envs import make_env
 from ctde.paradigms import make_paradigm
 from ctde.paradigms.base import AgentInputs, ParadigmOutput
-from ctde.algos.rollout import collect, epsilon_greedy
+from ctde.algos.rollout import collect
+from ctde.nets.actions import epsilon_greedy
 
 
 def test_distillation_loss_by_hand():

@@ -250,7 +250,8 @@ def test_listing_shows_every_mpe_scenario():
 @pytest.mark.parametrize("env_id,auto_reset,length", [("mpe:simple_tag", False, None), ("mpe:push_forward", True, 30)])
 def test_rollout_through_ctde_collect(env_id, auto_reset, length):
     from ctde.paradigms import make_paradigm
-    from ctde.algos.rollout import collect, epsilon_greedy
+    from ctde.algos.rollout import collect
+    from ctde.nets.actions import epsilon_greedy
 
     config = build_config([f"env={env_id}"])
     env = make_env(config.env)

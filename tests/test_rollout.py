@@ -7,7 +7,8 @@ import numpy as np
 from ctde.config import build_config
 from ctde.envs import make_env
 from ctde.paradigms import make_paradigm
-from ctde.algos.rollout import collect, epsilon_greedy
+from ctde.algos.rollout import collect
+from ctde.nets.actions import epsilon_greedy
 
 
 def _collect(auto_reset, length=None, env_id="toy:hallway", num_envs=8, seed=0):

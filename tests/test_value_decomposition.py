@@ -9,7 +9,7 @@ import pytest
 
 from ctde.algos.value_decomposition import lambda_returns
 from ctde.nets.mixers import NoMixer, QMIXMixer, QPLEXMixer, VDNMixer
-from ctde.algos.rollout import epsilon_greedy, masked_argmax
+from ctde.nets.actions import epsilon_greedy, masked_argmax
 
 
 def _mixer_inputs(n=3, actions=4, batch=5, state_dim=6, seed=0):
@@ -187,7 +187,8 @@ def test_an_update_computed_in_slices_of_sequences_is_the_same_update(paradigm):
     from ctde.envs import make_env
     from ctde.paradigms import make_paradigm
 
-    from ctde.algos.rollout import collect, epsilon_greedy
+    from ctde.algos.rollout import collect
+    from ctde.nets.actions import epsilon_greedy
 
     backbones = []
     # 60 agent-steps: a few 3-agent sequences per slice, whatever the trimmed length

@@ -153,7 +153,8 @@ def record_smax(map_name: str = "3m", episodes: int = 6, seed: int = 0, sight_ra
     from ctde.config import build_config
     from ctde.envs import make_env
     from ctde.paradigms import make_paradigm
-    from ctde.algos.rollout import collect, epsilon_greedy
+    from ctde.algos.rollout import collect
+    from ctde.nets.actions import epsilon_greedy
 
     overrides = [f"env=smax:{map_name}", "algo=qmix", "paradigm=ctde"]
     if sight_range is not None:

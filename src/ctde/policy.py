@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ctde.errors import AuditFailedError, CheckpointError
+from ctde.nets.actions import masked_argmax
 from ctde.nets.cadp import CADPAgent
 from ctde.nets.rnn import RNNAgent, action_features, value_outputs, value_scores
 
@@ -272,7 +273,7 @@ class DecentralizedPolicy:
         hidden, scores = self.step(params, hidden, obs, last_action, avail, reset)
         if self.spec.get("continuous_actions", False):
             return hidden, jnp.tanh(scores)
-        return hidden, jnp.argmax(jnp.where(avail, scores, -1e7), axis=-1)
+        return hidden, masked_argmax(scores, avail)
 
     def unroll(self, params, obs, last_action, avail, state=None, messages=None) -> jax.Array:
         """Scores over one episode. obs [T, n, o], last_action [T, n], avail [T, n, A] -> [T, n, A].

@@ -40,9 +40,9 @@ from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.precision import Dense, learner_precision
 from ctde.paradigms.base import Paradigm
-from ctde.algos.rollout import EpisodeStats, Trajectory, collect, masked_argmax, sample_softmax, tanh_with_noise
+from ctde.algos.rollout import EpisodeStats, Trajectory, collect
+from ctde.nets.actions import masked_argmax, masked_logits, sample_softmax, tanh_with_noise
 
-NEG_INF = -1e10
 
 
 class CentralCritic(nn.Module):
@@ -57,9 +57,6 @@ class CentralCritic(nn.Module):
         x = nn.relu(Dense(self.hidden_dim, name="fc2")(x))
         return Dense(1, name="q")(x)[..., 0]
 
-
-def masked_logits(logits: jax.Array, avail: jax.Array) -> jax.Array:
-    return jnp.where(avail, logits, NEG_INF)
 
 
 def gumbel_softmax(key: jax.Array, logits: jax.Array, temperature: float) -> jax.Array:

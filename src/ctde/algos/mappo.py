@@ -35,12 +35,12 @@ from ctde.algos.seeds import where_active
 from ctde.algos.slicing import slice_count, slice_devices, slicing_options, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
+from ctde.nets.actions import masked_logits
 from ctde.nets.precision import Dense, learner_precision
 from ctde.nets.rnn import ResettableGRU
 from ctde.paradigms.base import AgentInputs, Paradigm
 from ctde.algos.rollout import Actor, EpisodeStats, Trajectory, run_rollout, start_rollouts
 
-NEG_INF = -1e10
 
 
 class RecurrentCritic(nn.Module):
@@ -224,7 +224,7 @@ class PPO:
             agent_carry, critic_carry = carry
             network_key, key = jax.random.split(key)
             new_agent_carry, output = paradigm.apply(params.agents, agent_carry, inputs, rng=network_key)
-            logits = jnp.where(inputs.avail[0], output.scores[paradigm.collect_model][0], NEG_INF)
+            logits = masked_logits(output.scores[paradigm.collect_model][0], inputs.avail[0])
             action = jax.random.categorical(key, logits)
             log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[..., None], axis=-1)[..., 0]
             new_critic_carry, value = self.critic_values(params.critic, critic_carry, inputs)
@@ -263,7 +263,7 @@ class PPO:
         inputs: AgentInputs = batch["inputs"]
         mask = batch["mask"]  # [C, M, n]: valid step and living agent
         _, output = paradigm.apply(params.agents, batch["agent_carry"], inputs, rng=key)
-        logits = jnp.where(inputs.avail, output.scores[paradigm.td_model], NEG_INF)
+        logits = masked_logits(output.scores[paradigm.td_model], inputs.avail)
         log_probs = jax.nn.log_softmax(logits)
         log_prob = jnp.take_along_axis(log_probs, batch["action"][..., None], axis=-1)[..., 0]
         probs = jnp.exp(log_probs)

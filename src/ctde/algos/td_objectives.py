@@ -21,6 +21,7 @@ from flax import struct
 
 from ctde.config import AlgoConfig
 from ctde.envs.base import EnvSpec
+from ctde.nets.actions import masked_max
 from ctde.nets.mixers import CentralMixer, DMIXMixer, QTRANJoint, QMIXMixer, make_mixer
 from ctde.nets.rnn import RNNAgent, agent_inputs
 from ctde.paradigms.base import AgentInputs
@@ -86,11 +87,6 @@ def lambda_returns(rewards: jax.Array, terminal: jax.Array, done: jax.Array, nex
 def take(values: jax.Array, actions: jax.Array) -> jax.Array:
     """values [..., |A|] at actions [...] -> [...]."""
     return jnp.take_along_axis(values, actions[..., None], axis=-1)[..., 0]
-
-
-def masked_max(values: jax.Array, avail: jax.Array) -> jax.Array:
-    """Max over available actions (unavailable ones get -1e7, as everywhere in ctde): [..., |A|] -> [...]."""
-    return jnp.max(jnp.where(avail, values, -1e7), axis=-1)
 
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:

@@ -27,7 +27,8 @@ from ctde.envs.base import Environment
 from ctde.algos.td_objectives import TDInputs, lambda_returns, make_objective  # noqa: F401 (lambda_returns: API)
 from ctde.nets.precision import learner_precision
 from ctde.paradigms.base import Paradigm
-from ctde.algos.rollout import EpisodeStats, Trajectory, collect, epsilon_greedy, masked_argmax
+from ctde.algos.rollout import EpisodeStats, Trajectory, collect
+from ctde.nets.actions import epsilon_greedy, masked_argmax
 
 
 @struct.dataclass

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ctde.paradigms.base import AgentInputs
-from ctde.algos.rollout import masked_argmax, no_action
+from ctde.algos.rollout import no_action
+from ctde.nets.actions import masked_argmax
 
 
 def query_ndcg(program: Any, agent_params: Any, model: str, split: str = "test") -> np.ndarray:

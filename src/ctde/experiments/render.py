@@ -411,7 +411,8 @@ def replay(run: str | Path, *, model: str | None = None, episodes: int = 1, seed
     the run's trained seeds acts (0 = its first). `out` defaults to RUN/replay_<model>.gif."""
     from ctde.training.program import build_program
     from ctde.training.resolve import resolve
-    from ctde.algos.rollout import greedy_for, paradigm_actor
+    from ctde.algos.rollout import paradigm_actor
+    from ctde.nets.actions import greedy_for
     from ctde.training.runner import load_run_config, restore_agent_params
     from ctde.envs.base import evaluation_env
 

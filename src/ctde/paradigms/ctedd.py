@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from ctde.errors import IncompatibleError, require
+from ctde.nets.actions import masked_logits, sample_softmax, tanh_with_noise
 from ctde.nets.ctedd import GlobalPolicy, MessageActor, MessageGenerator, local_input, local_policy_logits
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
 
-NEG_INF = -1e10
 
 
 class CTEDD(Paradigm):
@@ -87,13 +87,11 @@ class CTEDD(Paradigm):
         tanh(scores) itself. [..., |A|] -> [..., |A|]."""
         if self.continuous:
             return jnp.tanh(scores)
-        return jax.nn.softmax(jnp.where(avail, scores, NEG_INF), axis=-1)
+        return jax.nn.softmax(masked_logits(scores, avail), axis=-1)
 
     def distill_sampler(self, spec):
         """The global policies play the distillation episodes as they explored in stage 1: sampling their softmax,
         or tanh plus MADDPG's Gaussian noise."""
-        from ctde.algos.rollout import sample_softmax, tanh_with_noise  # (rollout imports the paradigm interface)
-
         return tanh_with_noise(self.config.maddpg.noise_std) if self.continuous else sample_softmax
 
     def init(self, key):
@@ -123,7 +121,7 @@ class CTEDD(Paradigm):
         (reported as 0 with continuous actions, whose deterministic tanh actors have none)."""
         if self.continuous:
             return jnp.float32(0.0), {"entropy": jnp.float32(0.0)}
-        logits = jnp.where(inputs.avail, output.extras["head_logits"], NEG_INF)
+        logits = masked_logits(output.extras["head_logits"], inputs.avail)
         log_probs = jax.nn.log_softmax(logits)
         entropy = -jnp.sum(jnp.where(inputs.avail, jnp.exp(log_probs) * log_probs, 0.0), axis=-1)
         weight = mask.astype(jnp.float32)

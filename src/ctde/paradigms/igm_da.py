@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from ctde.errors import ConfigError, IncompatibleError
-from ctde.paradigms.privileged import STUDENT, PrivilegedAndStudent, agreement, greedy, masked_agent_mean
+from ctde.nets.actions import masked_argmax
+from ctde.paradigms.privileged import STUDENT, PrivilegedAndStudent, agreement, masked_agent_mean
 
 EXPERT = "expert"
 
@@ -73,7 +74,7 @@ class IGMDA(PrivilegedAndStudent):
     def auxiliary_loss(self, params, output, inputs, mask, env_steps):
         student = output.scores[STUDENT]  # [T, B, n, A]
         expert = jax.lax.stop_gradient(output.scores[EXPERT])
-        target = jax.nn.one_hot(greedy(expert, inputs.avail), student.shape[-1])
+        target = jax.nn.one_hot(masked_argmax(expert, inputs.avail), student.shape[-1])
         per_agent = jnp.mean((student - target) ** 2, axis=-1)  # mean over actions: [T, B, n]
         imitation = masked_agent_mean(per_agent, mask)
         return self.imitation_weight * imitation, {

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from ctde.envs.base import FULL_OBS
 from ctde.errors import IncompatibleError
+from ctde.nets.actions import masked_argmax
 from ctde.nets.rnn import RNNAgent, agent_inputs, value_outputs, value_scores
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
 
@@ -89,12 +90,7 @@ def masked_agent_mean(per_agent: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(per_agent * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def greedy(scores: jax.Array, avail: jax.Array) -> jax.Array:
-    """Greedy available action, as everywhere in ctde (unavailable actions get -1e7). [..., A] -> [...]."""
-    return jnp.argmax(jnp.where(avail, scores, -1e7), axis=-1)
-
-
 def agreement(student: jax.Array, privileged: jax.Array, avail: jax.Array, mask: jax.Array) -> jax.Array:
     """Fraction of counted (step, agent) pairs on which the student's greedy action is the privileged model's."""
-    same = (greedy(student, avail) == greedy(privileged, avail)).astype(jnp.float32)  # [T, B, n]
+    same = (masked_argmax(student, avail) == masked_argmax(privileged, avail)).astype(jnp.float32)  # [T, B, n]
     return masked_agent_mean(same, mask)

@@ -36,6 +36,7 @@ import numpy as np
 
 from ctde.config import build_config
 from ctde.errors import ConfigError, IncompatibleError
+from ctde.nets.actions import masked_argmax
 from ctde.nets.cadp import CADPAgent
 from ctde.nets.ptde import PersonalizedGlobalInfo, QHead, Trunk
 from ctde.policy import (ACTION_PATHS, AuditReport, DecentralizedPolicy, PolicyNetwork, audit_policy, build_network,
@@ -149,7 +150,7 @@ class ActPoolsScoresOverAgents(DecentralizedPolicy):
         pooled = (scores - scores.mean(axis=0)) / (scores.std(axis=0) + 1e-6)
         if self.spec.get("continuous_actions", False):
             return hidden, jnp.tanh(pooled)
-        return hidden, jnp.argmax(jnp.where(avail, pooled, -1e7), axis=-1)
+        return hidden, masked_argmax(pooled, avail)
 
 
 @register_network("planted_mean_pool")

@@ -32,7 +32,8 @@ from flax import struct
 
 from ctde.errors import TrainingDivergedError
 from ctde.training.checkpoint import Checkpoints
-from ctde.algos.rollout import collect, greedy_for
+from ctde.algos.rollout import collect
+from ctde.nets.actions import greedy_for
 
 
 # Continuous actions agree where they differ by at most this much in every dimension (actions lie in [-1, 1]).

@@ -37,7 +37,8 @@ import numpy as np
 from ctde.algos.replay import store_and_learn
 from ctde.paradigms.base import AgentInputs
 from ctde.training.program import SEED_AXIS, Program, RunState
-from ctde.algos.rollout import EpisodeStats, Trajectory, greedy_for, paradigm_actor, policy_actor
+from ctde.algos.rollout import EpisodeStats, Trajectory, paradigm_actor, policy_actor
+from ctde.nets.actions import greedy_for
 
 MAX_SEED = 2 ** 31 - 1
 

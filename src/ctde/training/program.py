@@ -23,7 +23,8 @@ from ctde.envs import make_env
 from ctde.envs.base import Environment, evaluation_env
 from ctde.paradigms import PARADIGMS, Paradigm, make_paradigm
 from ctde.training import cpu_kernels
-from ctde.algos.rollout import EpisodeStats, collect, greedy_for, run_policy
+from ctde.algos.rollout import EpisodeStats, collect, run_policy
+from ctde.nets.actions import greedy_for
 
 
 SEED_AXIS = "seeds"
