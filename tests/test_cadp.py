@@ -12,7 +12,8 @@ from ctde.errors import ConfigError
 from ctde.nets.cadp import pruning_loss, self_confidence
 from ctde.paradigms import make_paradigm
 from ctde.paradigms.base import AgentInputs, ParadigmOutput
-from ctde.policy import audit_policy, audit_scores_fn, load_policy, make_policy
+from ctde.audit import audit_policy, audit_scores_fn
+from ctde.policy import load_policy, make_policy
 from ctde.training.resolve import resolve
 
 # A constructed attention matrix: 2 heads, 3 agents; rows sum to 1.

@@ -15,7 +15,8 @@ from ctde.errors import ConfigError, IncompatibleError
 from ctde.paradigms import make_paradigm
 from ctde.paradigms.base import AgentInputs, ParadigmOutput
 from ctde.paradigms.igm_da import IGMDA
-from ctde.policy import audit_policy, make_policy
+from ctde.audit import audit_policy
+from ctde.policy import make_policy
 from ctde.algos.rollout import Trajectory, run_policy
 from ctde.training.resolve import resolve
 

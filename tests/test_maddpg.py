@@ -118,7 +118,8 @@ def test_impossible_combinations_are_refused_with_the_fix(overrides, error, word
 def test_agents_may_each_have_a_network_of_their_own():
     """algo.share_parameters=false: per-agent parameters, and the exported policy runs agent i's own network."""
     from ctde.paradigms.base import AgentInputs
-    from ctde.policy import audit_policy, make_policy
+    from ctde.audit import audit_policy
+    from ctde.policy import make_policy
 
     config = resolve(build_config(["env=toy:hallway", "algo=maddpg", "algo.share_parameters=false"]))
     spec = make_env(config.env).spec

@@ -8,8 +8,9 @@ import pytest
 from ctde.envs.toy import make_toy
 from ctde.errors import AuditFailedError
 from ctde.nets.ctedd import MessageActor, MessageGenerator, local_input, local_policy_logits
-from ctde.policy import (DecentralizedPolicy, PolicyNetwork, audit_communication, audit_policy, audit_scores_fn,
-                         build_network, load_policy, make_policy, own_input, register_network, require_audit)
+from ctde.audit import audit_communication, audit_policy, audit_scores_fn, require_audit
+from ctde.policy import (DecentralizedPolicy, PolicyNetwork, build_network, load_policy, make_policy, own_input,
+                         register_network)
 from ctde.algos.rollout import run_policy
 
 

@@ -16,7 +16,7 @@ from ctde.errors import AuditFailedError
 from ctde.testing.planted_leaks import (BACKBONE_NAMES, OWN_SENSITIVITY_FLOOR, PARADIGM_NAMES, PLANTED_LEAKS,
                                             LateLeakAgentZero, audit_planted_leaks, audit_real_policies, caught_by,
                                             exported_network, honest_base, real_policy, real_policy_combinations)
-from ctde.policy import audit_policy, require_audit
+from ctde.audit import audit_policy, require_audit
 from ctde.algos.rollout import run_policy
 
 TRIALS = 4

@@ -9,7 +9,8 @@ from ctde.config import build_config
 from ctde.envs import make_env
 from ctde.errors import AuditFailedError, CheckpointError
 from ctde.paradigms import make_paradigm
-from ctde.policy import audit_policy, audit_scores_fn, load_policy, make_policy, require_audit
+from ctde.audit import audit_policy, audit_scores_fn, require_audit
+from ctde.policy import load_policy, make_policy
 from ctde.algos.rollout import run_policy
 
 

@@ -45,7 +45,8 @@ def test_exported_student_policy_matches_the_paradigm_and_has_no_state_path():
     from ctde.envs import make_env
     from ctde.paradigms import make_paradigm
     from ctde.paradigms.base import AgentInputs
-    from ctde.policy import audit_policy, make_policy
+    from ctde.audit import audit_policy
+    from ctde.policy import make_policy
     from ctde.algos.rollout import run_policy
 
     config = build_config(["env=smax:3m", "paradigm=ptde"])

@@ -47,6 +47,6 @@ def load_policy(path):
 
 
 def audit_policy(policy, **kwargs):
-    from ctde.policy import audit_policy as _audit
+    from ctde.audit import audit_policy as _audit
 
     return _audit(policy, **kwargs)

@@ -99,7 +99,8 @@ def _export(args) -> int:
 
 def _audit(args) -> int:
     from ctde.errors import AuditFailedError
-    from ctde.policy import audit_policy, load_policy
+    from ctde.audit import audit_policy
+    from ctde.policy import load_policy
 
     _positive(args.trials, "--trials")  # an audit of no trials checks nothing, yet would report a pass
     policy = load_policy(args.policy)

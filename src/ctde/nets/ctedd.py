@@ -7,7 +7,7 @@ axis), as in the paper's Figure 1: the shared part carries what all agents know,
 Local policy (execution): two parts per agent, parameters shared across agents (the agent id is an input).
 Part 1, the message generator, turns the agent's own input x_i = obs_i ⊕ onehot(i) into k bits m_i. Part 2, the
 actor, chooses from x_i and the messages of all agents [m_1, ..., m_n] (its own included). A message is a
-function of its sender's own input only; `ctde.policy`'s audit checks both halves of that claim.
+function of its sender's own input only; `ctde.audit` checks both halves of that claim.
 """
 
 from __future__ import annotations

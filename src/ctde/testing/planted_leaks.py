@@ -1,5 +1,5 @@
 """Planted leaks: policies that are not decentralized, each leaking through its own code path, to measure the
-decentralization audit (`ctde.policy.audit_policy`) against; and the audit of every real exported policy.
+decentralization audit (`ctde.audit.audit_policy`) against; and the audit of every real exported policy.
 
 A planted leak takes an honest exported policy (a `DecentralizedPolicy` from a paradigm's `export`) and returns
 a policy that still runs through `audit_policy` (a subclass overriding one method, or a registered network) but
@@ -39,8 +39,8 @@ from ctde.errors import ConfigError, IncompatibleError
 from ctde.nets.actions import masked_argmax
 from ctde.nets.cadp import CADPAgent
 from ctde.nets.ptde import PersonalizedGlobalInfo, QHead, Trunk
-from ctde.policy import (ACTION_PATHS, AuditReport, DecentralizedPolicy, PolicyNetwork, audit_policy, build_network,
-                         own_input, register_network)
+from ctde.audit import ACTION_PATHS, AuditReport, audit_policy
+from ctde.policy import DecentralizedPolicy, PolicyNetwork, build_network, own_input, register_network
 
 Combination = tuple[str, str, str]  # (paradigm, backbone, env), each optionally followed by overrides
 

@@ -20,7 +20,8 @@ import numpy as np
 from ctde.config import TrainConfig, build_config, load_yaml, from_dict, save_config, to_dict
 from ctde.errors import CheckpointError, ConfigError, TrainingDivergedError
 from ctde.training.report import plot_learning_curves, steps_to_reach, write_report
-from ctde.policy import DecentralizedPolicy, audit_policy, make_policy
+from ctde.audit import audit_policy
+from ctde.policy import DecentralizedPolicy, make_policy
 from ctde.training.checkpoint import Checkpoints, abstract_of
 from ctde.training.logger import MetricsLogger, read_metrics, wandb_settings
 from ctde.training.program import Program, build_program

@@ -1,0 +1,449 @@
+"""The decentralization audit of an exported policy (`ctde.policy`): does agent i's action read only its own
+inputs and, for a communicating network, the k-bit messages of all agents?
+
+The audit checks the claim behaviourally, by replacing every other agent's inputs and the global state:
+
+- plain: agent i's action scores, and so its actions, must not change;
+- communicating, four checks: (i) no sender j's message may change; (ii) with the messages held fixed (fed
+  as an input), agent i's scores must not change; (iii) every message is exactly k entries of 0 or 1; (iv) how
+  the executed `step` and `act` depart from sending then receiving (nothing, unless a subclass overrides them)
+  must not change either. Together: agent i's action reads only its own inputs and k-bit messages, each a
+  function of its sender's own inputs only.
+
+Each check probes every path that computes what it checks, not one that is trusted to speak for the others:
+`unroll` (the one offered the state) and, run step by step as the rollout runs them, `step` and `act` (the
+actions execution takes); the messages of `messages` (what execution sends) and of `episode_messages`; the
+receivers through `receive` and through `unroll`. With recorded episodes, as many random ones follow, so that a
+leak on steps beyond the recordings (toy:hallway's last at most 5) is probed too.
+
+What runs at execution is `act`, one step at a time (`ctde.algos.rollout.policy_actor`); `unroll` and
+`episode_messages` are conveniences over whole episodes that take the state so the audit can offer it. The
+audit probes every one of these paths rather than trusting that they agree: a method overridden in a subclass
+(or a network exported by mistake) can leak through `act` or `step` while `unroll` stays honest, or the other
+way round. Each path is one output of the probed function, with its own scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ctde.errors import AuditFailedError
+from ctde.policy import DecentralizedPolicy
+
+# Paths whose outputs are not scores but actions or agreement residuals, compared on a fixed scale of 1 (an action
+# that flips, or a residual that moves by one score scale, counts as a relative change of 1).
+ACTION_PATHS = ("act", "step vs send-receive", "act vs greedy step")
+
+
+@dataclass
+class MessageAudit:
+    """Checks (i) and (iii) of a communicating policy's audit (checks (ii) and (iv) fill the `AuditReport`)."""
+
+    bits: int  # k, the message size the spec declares
+    passed: bool  # (i) and (iii) both hold
+    max_deviation: float  # (i): largest relative change of any message caused by others' inputs or the state
+    own_sensitivity: float  # smallest over senders of the largest change caused by the sender's own inputs
+    per_sender: list[float]  # (i)'s largest change per sender j
+    binary: bool  # (iii): every message is exactly `bits` entries, each exactly 0 or 1
+    shape: list[int]  # the per-agent message shape the senders produced
+    non_binary_senders: list[int]  # senders that sent an entry other than 0 or 1
+    paths: dict[str, float] = field(default_factory=dict)  # (i)'s largest change per probed message path
+
+
+@dataclass
+class AuditReport:
+    """The audit's verdict. For a communicating policy `max_deviation`, `own_sensitivity` and `per_agent` are
+    those of the receivers with the messages held fixed (check ii) and of the executed step against its send and
+    receive halves (check iv), and `messages` holds checks (i) and (iii); `passed` requires all four. For a plain
+    policy `messages` is None. `paths` gives the largest change per probed path (see `audit_policy`)."""
+
+    passed: bool
+    max_deviation: float  # largest change of any agent's scores caused by others' inputs or the state
+    own_sensitivity: float  # smallest over agents of the largest change caused by the agent's own inputs
+    trials: int
+    per_agent: list[float]
+    message: str
+    messages: MessageAudit | None = None
+    paths: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "messages"}
+        if self.messages is not None:  # plain policies' reports have no "messages" key at all
+            out["messages"] = asdict(self.messages)
+        return out
+
+
+# (obs [T, n, o], last_action [T, n], avail [T, n, A], state [T, s]) -> scores [T, n, A], or a dict of such
+# outputs, one per probed path (each [T, n, ...])
+ScoresFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array | dict[str, jax.Array]]
+# (obs [T, n, o], last_action [T, n], avail [T, n, A], state [T, s]) -> messages [T, n, k] (or a dict of them)
+MessagesFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array | dict[str, jax.Array]]
+# (obs [T, n, o], last_action [T, n], avail [T, n, A], state [T, s], messages [T, n, k]) -> scores [T, n, A]
+# (or a dict of them)
+ReceiverFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array | dict[str, jax.Array]]
+
+
+def _random_episode(rng: np.random.Generator, horizon: int, n_agents: int, obs_dim: int, n_actions: int,
+                    state_dim: int, continuous: bool = False) -> dict:
+    """Random inputs of one episode; with `continuous` actions, previous actions are vectors in [-1, 1]^A and
+    every action dimension is available."""
+    if continuous:
+        avail = np.ones((horizon, n_agents, n_actions), bool)
+        last_action = rng.uniform(-1, 1, size=(horizon, n_agents, n_actions)).astype(np.float32)
+    else:
+        avail = rng.random((horizon, n_agents, n_actions)) < 0.7
+        avail[..., 0] = True
+        last_action = rng.integers(-1, n_actions, size=(horizon, n_agents)).astype(np.int32)
+    return {"obs": rng.normal(size=(horizon, n_agents, obs_dim)).astype(np.float32), "last_action": last_action,
+            "avail": avail, "state": rng.normal(size=(horizon, state_dim)).astype(np.float32)}
+
+
+def _paths(out: Any, default: str) -> dict[str, np.ndarray]:
+    """A probed function's output as {path: array [T, n, ...]}; a bare array is the one path `default`."""
+    if isinstance(out, dict):
+        return {name: np.asarray(value) for name, value in out.items()}
+    return {default: np.asarray(out)}
+
+
+def _padded(x: np.ndarray, length: int) -> np.ndarray:
+    """`x` [T, ...] extended to [length, ...] by repeating its last step."""
+    if x.shape[0] >= length:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], length - x.shape[0], axis=0)], axis=0)
+
+
+def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: int, state_dim: int,
+                        episodes: list[dict] | None, trials: int, horizon: int, seed: int,
+                        held: Callable[[dict, int], tuple] | None = None, continuous: bool = False,
+                        fixed_scales: dict[str, float] | None = None, default: str = "scores"
+                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per output path and agent i: (largest relative change of output [:, i] when every other agent's inputs and
+    the state are replaced, largest relative change when agent i's own inputs are), each [n].
+
+    `fn(obs, last_action, avail, state, *held(base, trial))` -> [T, n, ...] or {path: [T, n, ...]}; what `held`
+    returns for a trial's base episode is passed unchanged to every call of that trial (the receiver audit holds
+    the messages fixed this way). A change is relative to the largest entry of the path's reference output, or
+    to `fixed_scales[path]` (paths whose outputs are actions or residuals, for which 0 is the honest value).
+
+    With recorded `episodes`, `trials` trials start from them and `trials` more from random episodes at least as
+    long as the longest recording: recordings of a short task (toy:hallway's are at most 5 steps) would otherwise
+    never reach a step that only a late leak uses."""
+    rng = np.random.default_rng(seed)
+    fn = jax.jit(fn)
+    recorded = list(episodes or [])
+    random_horizon = max([horizon] + [int(np.asarray(e["obs"]).shape[0]) for e in recorded])
+    padded_length = random_horizon if recorded else horizon
+    fixed_scales = fixed_scales or {}
+    results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for trial in range(trials * (2 if recorded else 1)):
+        from_recording = trial < trials and bool(recorded)
+        if from_recording:
+            base = recorded[trial % len(recorded)]
+            other = (_random_episode(rng, random_horizon, n_agents, obs_dim, n_actions, state_dim, continuous)
+                     if trial % 2 else recorded[(trial + 1) % len(recorded)])
+        else:
+            size = random_horizon if recorded else horizon
+            base = _random_episode(rng, size, n_agents, obs_dim, n_actions, state_dim, continuous)
+            other = _random_episode(rng, size, n_agents, obs_dim, n_actions, state_dim, continuous)
+        length = min(np.asarray(base["obs"]).shape[0], np.asarray(other["obs"]).shape[0])
+        # Every call gets the same episode length (the last step repeated), so `fn` compiles once per audit and
+        # not once per recorded length; only the first `length` steps are compared. A causal policy's outputs
+        # there do not depend on the padding; a policy that reads ahead reads padding built from other agents'
+        # inputs too, which is a leak all the same.
+        base = {k: _padded(np.asarray(v)[:length], padded_length) for k, v in base.items()}
+        other = {k: _padded(np.asarray(v)[:length], padded_length) for k, v in other.items()}
+
+        def outputs(*args, length=length):
+            return {name: value[:length] for name, value in _paths(fn(*args), default).items()}
+
+        fixed = held(base, trial) if held is not None else ()
+        reference = outputs(base["obs"], base["last_action"], base["avail"], base["state"], *fixed)
+        scales = {name: fixed_scales.get(name, np.abs(ref).max() + 1e-6) for name, ref in reference.items()}
+        for name in reference:
+            results.setdefault(name, (np.zeros(n_agents), np.zeros(n_agents)))
+        for i in range(n_agents):
+            keep = np.zeros(n_agents, bool)
+            keep[i] = True
+            mixed = {k: np.where(keep.reshape((1, n_agents) + (1,) * (base[k].ndim - 2)), base[k], other[k])
+                     for k in ("obs", "last_action", "avail")}
+            perturbed = outputs(mixed["obs"], mixed["last_action"], mixed["avail"], other["state"], *fixed)
+            own = {k: np.where(keep.reshape((1, n_agents) + (1,) * (base[k].ndim - 2)), other[k], base[k])
+                   for k in ("obs", "last_action", "avail")}
+            changed = outputs(own["obs"], own["last_action"], own["avail"], base["state"], *fixed)
+            for name, ref in reference.items():
+                deviation, sensitivity = results[name]
+                deviation[i] = max(deviation[i], np.abs(perturbed[name][:, i] - ref[:, i]).max() / scales[name])
+                sensitivity[i] = max(sensitivity[i], np.abs(changed[name][:, i] - ref[:, i]).max() / scales[name])
+    return results
+
+
+def _combine(results: dict[str, tuple[np.ndarray, np.ndarray]], sensitivity_paths: tuple[str, ...] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """(deviation [n]: the worst over paths, sensitivity [n]: the largest over `sensitivity_paths` (default: every
+    path), worst deviation per path)."""
+    deviation = np.max([d for d, _ in results.values()], axis=0)
+    names = [name for name in results if sensitivity_paths is None or name in sensitivity_paths] or list(results)
+    sensitivity = np.max([results[name][1] for name in names], axis=0)
+    return deviation, sensitivity, {name: float(d.max()) for name, (d, _) in results.items()}
+
+
+def _through(paths: dict[str, float], tolerance: float) -> str:
+    """'; through unroll, act' naming the leaking paths, when more than one path was probed."""
+    if len(paths) < 2:
+        return ""
+    return "; through " + ", ".join(name for name, d in paths.items() if d > tolerance)
+
+
+def audit_scores_fn(scores_fn: ScoresFn, n_agents: int, obs_dim: int, n_actions: int, state_dim: int,
+                    episodes: list[dict] | None = None, trials: int = 8, horizon: int = 12, seed: int = 0,
+                    tolerance: float = 1e-5, continuous: bool = False,
+                    fixed_scales: dict[str, float] | None = None) -> AuditReport:
+    """Audit any scores function `(obs [T,n,o], last_action [T,n], avail [T,n,A], state [T,s]) -> [T,n,A]`, or one
+    returning several paths `{name: [T, n, ...]}` (e.g. the scores of `unroll` and of `step`, and the actions of
+    `act`), each audited on its own scale (or on `fixed_scales[name]`).
+
+    Inputs come from recorded `episodes` (dicts of obs, last_action, avail, state arrays) when given, followed by
+    as many random ones, and are random otherwise. For each trial and agent i, the inputs of every agent j != i
+    and the state are replaced by other values; agent i's outputs must not move by more than `tolerance`
+    (relative) on any path. `own_sensitivity` is measured on the paths without a fixed scale.
+    """
+    fixed_scales = fixed_scales or {}
+    results = _perturbation_audit(scores_fn, n_agents, obs_dim, n_actions, state_dim, episodes, trials, horizon,
+                                  seed, continuous=continuous, fixed_scales=fixed_scales)
+    deviation, sensitivity, paths = _combine(results, tuple(name for name in results if name not in fixed_scales))
+    worst = float(deviation.max())
+    passed = worst <= tolerance
+    probed = f" ({', '.join(paths)})" if len(paths) > 1 else ""
+    if passed:
+        message = (f"PASS: over {trials} trials, no agent's scores{' or actions' if fixed_scales else ''}{probed} "
+                   f"moved (max relative change {worst:.2e}) when every other agent's inputs and the global state "
+                   f"were replaced.")
+    else:
+        leaking = [i for i in range(n_agents) if deviation[i] > tolerance]
+        message = (f"FAIL: agents {leaking} change their scores{' or actions' if fixed_scales else ''} (max relative "
+                   f"change {worst:.3g}{_through(paths, tolerance)}) when other agents' inputs or the global state "
+                   f"change: the policy is not decentralized.")
+    return AuditReport(passed=passed, max_deviation=worst, own_sensitivity=float(sensitivity.min()), trials=trials,
+                       per_agent=[float(d) for d in deviation], message=message, paths=paths)
+
+
+def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agents: int, obs_dim: int,
+                        n_actions: int, state_dim: int, message_bits: int, episodes: list[dict] | None = None,
+                        trials: int = 8, horizon: int = 12, seed: int = 0, tolerance: float = 1e-5,
+                        continuous: bool = False,
+                        execution_fn: Callable[..., dict[str, jax.Array]] | None = None) -> AuditReport:
+    """Audit a communicating policy given as its two halves over whole episodes:
+
+    `messages_fn(obs [T,n,o], last_action [T,n], avail [T,n,A], state [T,s]) -> messages [T,n,k]` and
+    `receiver_fn(obs, last_action, avail, state, messages [T,n,k]) -> scores [T,n,A]`; either may return a dict
+    of such outputs, one per probed path (the receivers are then held to the "messages" path's messages).
+
+    (i) each sender j's message must not move (relative `tolerance`) when every other agent's inputs and the
+    state are replaced; (ii) with the messages held fixed, each agent i's scores must not move under the same
+    replacement (the messages held are the senders' own on even trials and random bits on odd ones, so the
+    receivers are probed beyond the messages the senders happen to send); (iii) on every base episode, every
+    message is exactly `message_bits` entries, each exactly 0 or 1; (iv) with `execution_fn(obs, last_action,
+    avail, state) -> {path: residual [T, n, ...]}`, how the executed step departs from sending then receiving
+    (0 for an honest policy; on a fixed scale of 1) must not move either. Inputs as in `audit_scores_fn`.
+    """
+    check_rng = np.random.default_rng(seed + 7919)  # apart from the perturbation's draws, which stay as plain's
+    sources = list(episodes or []) or [_random_episode(check_rng, horizon, n_agents, obs_dim, n_actions, state_dim,
+                                                       continuous) for _ in range(trials)]
+    messages_of = jax.jit(messages_fn)
+
+    def sent_messages(o, la, av, s) -> np.ndarray:
+        """The messages the receivers get at execution: the "messages" path, or the only one."""
+        sent = _paths(messages_of(o, la, av, s), "messages")
+        return sent["messages"] if "messages" in sent else next(iter(sent.values()))
+
+    # (iii) on every base episode and every message path: binary entries, k of them per agent.
+    shapes: set[tuple[int, ...]] = set()
+    non_binary: set[int] = set()
+    for episode in sources:
+        obs = np.asarray(episode["obs"])
+        for sent in _paths(messages_of(obs, np.asarray(episode["last_action"]), np.asarray(episode["avail"]),
+                                       np.asarray(episode["state"])), "messages").values():
+            if sent.shape[:2] != obs.shape[:2]:
+                raise ValueError(f"messages_fn must return [T, n, k] = [{obs.shape[0]}, {n_agents}, k], got "
+                                 f"{sent.shape}.")
+            shapes.add(sent.shape[2:])
+            exact = ((sent == 0) | (sent == 1)).reshape(*sent.shape[:2], -1)  # NaN is neither
+            non_binary |= {int(j) for j in np.nonzero(~exact.all(axis=(0, 2)))[0]}
+    shape = sorted(shapes, key=lambda s: s != (message_bits,))[-1]  # a wrong shape, if any path has one
+    binary = shapes == {(message_bits,)} and not non_binary
+
+    # (i) messages: a sender's message from its own inputs only.
+    def flat_messages(o, la, av, s):
+        sent = messages_fn(o, la, av, s)
+        flat = lambda m: m.reshape(*m.shape[:2], -1)  # noqa: E731
+        return {k: flat(m) for k, m in sent.items()} if isinstance(sent, dict) else flat(sent)
+
+    message_results = _perturbation_audit(flat_messages, n_agents, obs_dim, n_actions, state_dim, episodes, trials,
+                                          horizon, seed, continuous=continuous, default="messages")
+    message_dev, message_own, message_paths = _combine(message_results)
+
+    # (ii) receivers, with the messages held fixed: agent i reads only its own inputs besides them; and (iv) the
+    # executed step against its halves, probed on the same inputs.
+    bits_rng = np.random.default_rng(seed + 104729)
+
+    def held(base: dict, trial: int) -> tuple[np.ndarray]:
+        sent = sent_messages(base["obs"], base["last_action"], base["avail"], base["state"])
+        if trial % 2:
+            sent = bits_rng.integers(0, 2, size=sent.shape).astype(sent.dtype)
+        return (sent,)
+
+    def receivers(o, la, av, s, m):
+        out = receiver_fn(o, la, av, s, m)
+        out = dict(out) if isinstance(out, dict) else {"receive": out}
+        return {**out, **(execution_fn(o, la, av, s) if execution_fn is not None else {})}
+
+    results = _perturbation_audit(receivers, n_agents, obs_dim, n_actions, state_dim, episodes, trials, horizon,
+                                  seed, held=held, continuous=continuous,
+                                  fixed_scales={name: 1.0 for name in ACTION_PATHS})
+    receiver_paths = tuple(name for name in results if name not in ACTION_PATHS)
+    execution_paths = tuple(name for name in results if name in ACTION_PATHS)
+    deviation, sensitivity, paths = _combine(results, receiver_paths)
+    received = np.max([results[name][0] for name in receiver_paths], axis=0)
+    executed = (np.max([results[name][0] for name in execution_paths], axis=0) if execution_paths
+                else np.zeros(n_agents))
+
+    worst, worst_message = float(deviation.max()), float(message_dev.max())
+    receivers_ok, senders_ok = float(received.max()) <= tolerance, worst_message <= tolerance
+    execution_ok = float(executed.max()) <= tolerance
+    messages = MessageAudit(bits=message_bits, passed=senders_ok and binary, max_deviation=worst_message,
+                            own_sensitivity=float(message_own.min()), per_sender=[float(d) for d in message_dev],
+                            binary=binary, shape=list(shape), non_binary_senders=sorted(non_binary),
+                            paths=message_paths)
+    passed = receivers_ok and execution_ok and messages.passed
+    if passed:
+        message = (f"PASS: agent i's action reads only its own inputs and {message_bits}-bit messages, each a "
+                   f"function of its sender's own inputs only. Over {trials} trials, replacing every other agent's "
+                   f"inputs and the global state changed no message (max relative change {worst_message:.2e}) "
+                   f"and, with the messages held fixed, no agent's scores (max relative change {worst:.2e}); "
+                   f"every message had exactly {message_bits} bit{'s' if message_bits > 1 else ''}, each 0 or 1.")
+    else:
+        reasons = []
+        if not receivers_ok:
+            leaking = [i for i in range(n_agents) if received[i] > tolerance]
+            through = _through({name: paths[name] for name in receiver_paths}, tolerance)
+            reasons.append(f"with every message held fixed, agents {leaking} change their scores (max relative "
+                           f"change {float(received.max()):.3g}{through}) when other agents' inputs or the global "
+                           f"state change: they read other agents' information other than through messages")
+        if not execution_ok:
+            leaking = [i for i in range(n_agents) if executed[i] > tolerance]
+            through = ", ".join(name for name in execution_paths if paths[name] > tolerance)
+            reasons.append(f"the executed step of agents {leaking} departs from sending then receiving by an amount "
+                           f"that changes with other agents' inputs (max change {float(executed.max()):.3g}; "
+                           f"{through}): it reads other agents' information outside the audited messages")
+        if not senders_ok:
+            leaking = [j for j in range(n_agents) if message_dev[j] > tolerance]
+            reasons.append(f"the messages of agents {leaking} change (max relative change {worst_message:.3g}"
+                           f"{_through(message_paths, tolerance)}) when other agents' inputs or the global state "
+                           f"change: a message must be a function of its sender's own inputs only")
+        if shapes != {(message_bits,)}:
+            reasons.append(f"each message has shape {tuple(shape)}, not the declared {message_bits} bits")
+        if non_binary:
+            reasons.append(f"agents {sorted(non_binary)} send message entries other than exactly 0 or 1: "
+                           f"messages must be binary")
+        message = "FAIL: " + "; ".join(reasons) + ". The policy is not decentralized."
+    return AuditReport(passed=passed, max_deviation=worst, own_sensitivity=float(sensitivity.min()), trials=trials,
+                       per_agent=[float(d) for d in deviation], message=message, messages=messages, paths=paths)
+
+
+def _scan_episode(policy: DecentralizedPolicy, step: Callable, obs: jax.Array, last_action: jax.Array,
+                  avail: jax.Array, messages: jax.Array | None = None) -> jax.Array:
+    """`step(hidden [n, H], obs [n, o], last_action [n], avail [n, A], reset [](, messages [n, k])) -> (hidden,
+    out [n, ...])` over one episode as the rollout's actor drives it (`ctde.algos.rollout.policy_actor`): from
+    a zero hidden state [n, spec hidden_dim], `reset` True at the first step only. -> out [T, n, ...]."""
+    start = jnp.zeros((policy.spec["n_agents"], policy.spec["hidden_dim"]))
+
+    def body(hidden, inputs):
+        t, o, la, av, *extra = inputs
+        return step(hidden, o, la, av, t == 0, *extra)
+
+    xs = (jnp.arange(obs.shape[0]), obs, last_action, avail) + ((messages,) if messages is not None else ())
+    return jax.lax.scan(body, start, xs)[1]
+
+
+def _as_action_path(policy: DecentralizedPolicy, actions: jax.Array) -> jax.Array:
+    """Actions [T, n] (discrete: one-hot [T, n, A], so that any flip is a change of 1) or [T, n, A] as they are."""
+    if policy.spec.get("continuous_actions", False):
+        return actions
+    return jax.nn.one_hot(actions, policy.spec["n_actions"])
+
+
+def _plain_paths(policy: DecentralizedPolicy, params: Any) -> ScoresFn:
+    """Every path a plain policy's agent acts through: `unroll`'s scores (offered the state), and, as execution
+    runs them step by step, `step`'s scores and `act`'s actions."""
+
+    def paths(o, la, av, s):
+        bound = lambda method: (lambda *a: method(params, *a))  # noqa: E731
+        return {"unroll": policy.unroll(params, o, la, av, s),
+                "step": _scan_episode(policy, bound(policy.step), o, la, av),
+                "act": _as_action_path(policy, _scan_episode(policy, bound(policy.act), o, la, av))}
+
+    return paths
+
+
+def _communicating_paths(policy: DecentralizedPolicy, params: Any) -> tuple[MessagesFn, ReceiverFn, Callable]:
+    """A communicating policy's three probed halves: its messages (`messages` as execution sends them, and
+    `episode_messages`, offered the state), its receivers with the messages given (`receive` step by step, and
+    `unroll`), and the executed step's departure from them: `step` against `DecentralizedPolicy.step` (send with
+    `messages`, then `receive`) relative to the scores' scale, and `act` against `DecentralizedPolicy.act` (the
+    greedy action, or tanh, of `step`). The last two are exactly 0 unless `step` or `act` is overridden."""
+    bound = lambda method: (lambda *a: method(params, *a))  # noqa: E731
+
+    def messages_fn(o, la, av, s):
+        return {"messages": jax.vmap(policy.messages, in_axes=(None, 0, 0, 0))(params, o, la, av),
+                "episode_messages": policy.episode_messages(params, o, la, av, s)}
+
+    def receiver_fn(o, la, av, s, m):
+        return {"receive": _scan_episode(policy, bound(policy.receive), o, la, av, m),
+                "unroll": policy.unroll(params, o, la, av, s, messages=m)}
+
+    def execution_fn(o, la, av, s):
+        scores = _scan_episode(policy, bound(policy.step), o, la, av)
+        reference = _scan_episode(policy, lambda *a: DecentralizedPolicy.step(policy, params, *a), o, la, av)
+        actions = _scan_episode(policy, bound(policy.act), o, la, av)
+        greedy = _scan_episode(policy, lambda *a: DecentralizedPolicy.act(policy, params, *a), o, la, av)
+        return {"step vs send-receive": (scores - reference) / (jnp.abs(reference).max() + 1e-6),
+                "act vs greedy step": _as_action_path(policy, actions) - _as_action_path(policy, greedy)}
+
+    return messages_fn, receiver_fn, execution_fn
+
+
+def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None, trials: int = 8,
+                 seed: int = 0) -> AuditReport:
+    """Audit every seed of an exported policy; the report is the worst over seeds (a failing one first).
+
+    A plain policy is audited as one scores function with three paths (`audit_scores_fn`): `unroll`, and `step`
+    and `act` run step by step as execution runs them; agent i's scores and actions on every path must not move
+    when the others' inputs and the state do. A communicating one is audited as its senders and receivers apart
+    (`audit_communication`), each on every path that computes it, plus the executed `step` and `act` against
+    sending then receiving (check iv)."""
+    spec = policy.spec
+    sizes = (spec["n_agents"], spec["obs_dim"], spec["n_actions"], spec["state_dim"])
+    continuous = bool(spec.get("continuous_actions", False))
+    reports = []
+    for k in range(policy.n_seeds):
+        params = policy.seed_params(k)
+        if policy.communicating:
+            messages_fn, receiver_fn, execution_fn = _communicating_paths(policy, params)
+            reports.append(audit_communication(
+                messages_fn, receiver_fn, *sizes, message_bits=int(spec["message_bits"]), episodes=episodes,
+                trials=trials, seed=seed + k, continuous=continuous, execution_fn=execution_fn))
+        else:
+            reports.append(audit_scores_fn(_plain_paths(policy, params), *sizes, episodes=episodes, trials=trials,
+                                           seed=seed + k, continuous=continuous, fixed_scales={"act": 1.0}))
+    return max(reports, key=lambda r: (not r.passed, r.max_deviation,
+                                       r.messages.max_deviation if r.messages is not None else 0.0))
+
+
+def require_audit(report: AuditReport) -> None:
+    if not report.passed:
+        raise AuditFailedError(report.message)
