@@ -7,12 +7,12 @@ Public API:
     ctde.audit_policy(policy)     verify that each agent acts on its own inputs only
 """
 
+__version__ = "0.1.0"  # first: modules below read it (checkpoints record it)
+
 from ctde.config import TrainConfig, build_config
 from ctde.training.cpu_kernels import one_device_per_core
 from ctde.errors import (AuditFailedError, CheckpointError, ConfigError, CtdeError, IncompatibleError,
                          TrainingDivergedError)
-
-__version__ = "0.1.0"
 
 # Before JAX's first operation, or the count is fixed: the slices of a batch then run side by side on the cores.
 one_device_per_core()

@@ -20,7 +20,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from ctde.errors import CtdeError
+from ctde.audit import audit_policy
+from ctde.config import build_config, help_text
+from ctde.envs import list_environments
+from ctde.errors import AuditFailedError, ConfigError, CtdeError
+from ctde.experiments import sweep as sweeps
+from ctde.experiments.compare import compare, parse_keys
+from ctde.experiments.render import replay
+from ctde.policy import load_policy
+from ctde.training.checkpoint import DISK_FULL_ERRNOS
+from ctde.training.compile_cache import enable_compile_cache
+from ctde.training.logger import read_metrics
+from ctde.training.resolve import resolve
+from ctde.training.runner import build_program, evaluate, export, load_run_config, make_report, train
 
 TRAIN_EPILOG = """examples:
   ctde train env=smax:5m_vs_6m algo=qmix seeds=3 steps=2e6
@@ -37,24 +49,7 @@ TRAIN_EPILOG = """examples:
 """
 
 
-def _enable_compile_cache() -> None:
-    """Reuse compiled programs across runs (JAX's persistent cache); CTDE_COMPILE_CACHE=off disables it."""
-    import os
-
-    path = os.environ.get("CTDE_COMPILE_CACHE", str(Path.home() / ".cache" / "ctde" / "jax"))
-    if path.lower() in ("", "0", "off", "none", "false"):
-        return
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 def _train(args) -> int:
-    from ctde.config import build_config
-    from ctde.errors import ConfigError
-    from ctde.training.runner import train
-
     if args.resume and args.config:
         # Ignoring the file silently would continue the old run while the user believes its options took effect.
         raise ConfigError(f"--config cannot be combined with --resume: a resumed run continues with the "
@@ -63,7 +58,7 @@ def _train(args) -> int:
     if args.resume and args.overwrite:
         raise ConfigError(f"--overwrite cannot be combined with --resume: --resume continues {args.resume}, "
                           f"--overwrite would delete it. Drop one of them.")
-    _enable_compile_cache()
+    enable_compile_cache()
     if args.resume:
         train(resume=args.resume, resume_overrides=args.overrides)
     else:
@@ -73,24 +68,18 @@ def _train(args) -> int:
 
 def _positive(value: int | None, flag: str) -> None:
     """Refuse a count flag below 1 here: further down it would be an empty array or a JAX shape error."""
-    from ctde.errors import ConfigError
-
     if value is not None and value < 1:
         raise ConfigError(f"{flag} must be at least 1, got {value}.")
 
 
 def _eval(args) -> int:
-    from ctde.training.runner import evaluate
-
     _positive(args.episodes, "--episodes")
-    _enable_compile_cache()
+    enable_compile_cache()
     evaluate(args.run, model=args.model, episodes=args.episodes)
     return 0
 
 
 def _export(args) -> int:
-    from ctde.training.runner import export
-
     policy = export(args.run)
     print(f"Exported the decentralized policy ({policy.spec['model']} model, {policy.n_seeds} seed(s)) to "
           f"{Path(args.run) / 'policy'}")
@@ -98,10 +87,6 @@ def _export(args) -> int:
 
 
 def _audit(args) -> int:
-    from ctde.errors import AuditFailedError
-    from ctde.audit import audit_policy
-    from ctde.policy import load_policy
-
     _positive(args.trials, "--trials")  # an audit of no trials checks nothing, yet would report a pass
     policy = load_policy(args.policy)
     report = audit_policy(policy, trials=args.trials)
@@ -117,8 +102,6 @@ def _envs(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ctde.envs import list_environments
-
     table = Table(title="ctde environments (env=<id>)")
     for column in ("id", "agents", "enemies", "episode limit", "views", "units / description"):
         table.add_column(column)
@@ -132,10 +115,6 @@ def _envs(args) -> int:
 
 
 def _report(args) -> int:
-    from ctde.training.logger import read_metrics
-    from ctde.training.program import build_program
-    from ctde.training.resolve import resolve
-    from ctde.training.runner import load_run_config, make_report
     import json
 
     run = Path(args.run)
@@ -148,11 +127,9 @@ def _report(args) -> int:
 
 
 def _replay(args) -> int:
-    from ctde.experiments.render import replay
-
     _positive(args.episodes, "--episodes")
     _positive(args.fps, "--fps")
-    _enable_compile_cache()
+    enable_compile_cache()
     replay(args.run, model=args.model, episodes=args.episodes, seed=args.seed, run_seed=args.run_seed,
            out=args.out, fps=args.fps)
     return 0
@@ -177,9 +154,6 @@ Exit status: 0 all trials finished, 1 some failed (listed), 2 bad input.
 
 
 def _sweep(args) -> int:
-    from ctde.errors import ConfigError
-    from ctde.experiments import sweep as sweeps
-
     executor = args.executor or ("ray" if args.ray_address else "local")
     if args.ray_address and executor != "ray":
         raise ConfigError("--ray-address runs the trials on a Ray cluster; drop --executor local, or the address.")
@@ -198,7 +172,7 @@ def _sweep(args) -> int:
         print(sweeps.describe_plan(sweep) + (f"\n(--overwrite: {sweep.out} would be deleted first)"
                                               if args.overwrite and sweep.out.exists() else ""))
         return 0
-    _enable_compile_cache()
+    enable_compile_cache()
     try:
         record = sweeps.run_sweep(sweep, overwrite=args.overwrite, executor=executor, ray_address=args.ray_address,
                                   ray_cpus_per_trial=args.ray_cpus_per_trial,
@@ -233,8 +207,6 @@ Needs rliable: pip install 'ctde[stats]'.
 
 
 def _compare(args) -> int:
-    from ctde.experiments.compare import compare, parse_keys
-
     _positive(args.reps, "--reps")
     models = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else None
     result = compare(args.dirs, out=args.out, metric=args.metric, models=models,
@@ -250,8 +222,6 @@ def _compare(args) -> int:
 
 class _TrainHelp(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
-        from ctde.config import help_text
-
         parser.print_help()
         print()
         print(help_text())
@@ -364,8 +334,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        from ctde.training.checkpoint import DISK_FULL_ERRNOS
-
         if e.errno not in DISK_FULL_ERRNOS:
             raise
         # Checkpoints are written atomically, and metrics rows cut short are dropped on resume.

@@ -37,11 +37,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ctde.envs.base import Environment
+from ctde.envs import push_forward
+from ctde.envs.base import Environment, evaluation_env
 from ctde.errors import CheckpointError, ConfigError
 from ctde.paradigms.base import AgentInputs
 from ctde.policy import DecentralizedPolicy, load_policy
-from ctde.algos.rollout import Actor, no_action, policy_actor
+from ctde.algos.rollout import Actor, no_action, paradigm_actor, policy_actor
+from ctde.nets.actions import greedy_for
+from ctde.training.resolve import resolve
+from ctde.training.runner import build_program, load_run_config, restore_agent_params
 
 RENDERED_FAMILIES = ("smax", "mpe")
 # Near JaxMARL's visualizers' frame intervals (64 ms, 100 ms), in whole centiseconds: a GIF's frame durations are
@@ -298,8 +302,6 @@ class _PushForwardRenderer:
     def __init__(self, env: Environment, fig, ax):
         from matplotlib.patches import Circle
 
-        from ctde.envs import push_forward
-
         self.fig, self.ax = fig, ax
         ax.set_xlim(-1.5, 3.5)
         ax.set_ylim(-2.0, 2.0)
@@ -409,13 +411,6 @@ def replay(run: str | Path, *, model: str | None = None, episodes: int = 1, seed
     models (e.g. igm_da's expert), restored from the run's newest checkpoint. `seed`: the random seed of the
     episodes (the same seed gives the same episodes as `run_policy` with `PRNGKey(seed)`); `run_seed`: which of
     the run's trained seeds acts (0 = its first). `out` defaults to RUN/replay_<model>.gif."""
-    from ctde.training.program import build_program
-    from ctde.training.resolve import resolve
-    from ctde.algos.rollout import paradigm_actor
-    from ctde.nets.actions import greedy_for
-    from ctde.training.runner import load_run_config, restore_agent_params
-    from ctde.envs.base import evaluation_env
-
     run_dir = _run_dir(Path(run))
     config = load_run_config(run_dir)
     config.log.wandb = False  # a replay logs nothing: a run logged to W&B replays where wandb is not installed

@@ -56,6 +56,7 @@ from typing import Any, Literal
 
 from ctde.config import TrainConfig, build_config, parse_overrides, to_dict
 from ctde.errors import ConfigError, CtdeError
+from ctde.training.compile_cache import enable_compile_cache
 
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = 1
@@ -352,9 +353,7 @@ def run_trial(task: dict, train_fn: Callable[..., Any] | None = None) -> dict[st
 
 def _run_trial_on_ray_worker(task: dict) -> dict[str, Any]:
     """A Ray worker's entry point: JAX's compile cache as the CLI sets it, then the trial, quietly."""
-    from ctde.cli import _enable_compile_cache
-
-    _enable_compile_cache()
+    enable_compile_cache()
     return run_trial({**task, "quiet": True})
 
 

@@ -24,6 +24,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ctde.config import to_dict
+from ctde.errors import ConfigError
+
 
 def _clean(value):
     if isinstance(value, (np.floating, float)):
@@ -51,8 +54,6 @@ def wandb_settings(config: Any) -> WandbSettings | None:
     """The W&B settings of a `TrainConfig`, or None when log.wandb is false."""
     if not config.log.wandb:
         return None
-    from ctde.config import to_dict
-
     return WandbSettings(project=config.log.wandb_project, entity=config.log.wandb_entity,
                          group=config.log.wandb_group, seeds=[config.seed + k for k in range(config.seeds)],
                          config=to_dict(config))
@@ -107,8 +108,6 @@ class MetricsLogger:
     def _start_wandb(self, settings: WandbSettings) -> None:
         """One W&B run per seed, resumed when `<run>/wandb_runs.json` has its id (a resumed ctde run)."""
         import wandb
-
-        from ctde.errors import ConfigError
 
         ids_file = self.run_dir / WANDB_IDS_FILE
         ids = {int(k): v for k, v in json.loads(ids_file.read_text()).items()} if ids_file.exists() else {}

@@ -73,10 +73,8 @@ class _Remote:
     """One environment in its own process."""
 
     def __init__(self, factory, seed: int):
-        import ctde
-
         parent, child = Pipe()
-        root = str(Path(ctde.__file__).parent)
+        root = str(Path(__file__).parents[2])  # the ctde package directory
         self.process = subprocess.Popen([sys.executable, "-c", _BOOT, root, str(child.fileno())],
                                         pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
         child.close()
