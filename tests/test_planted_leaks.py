@@ -13,9 +13,9 @@ import pytest
 from ctde.config import EnvConfig
 from ctde.envs import make_env
 from ctde.errors import AuditFailedError
-from ctde.testing.planted_leaks import (BACKBONE_NAMES, OWN_SENSITIVITY_FLOOR, PARADIGM_NAMES, PLANTED_LEAKS,
-                                            LateLeakAgentZero, audit_planted_leaks, audit_real_policies, caught_by,
-                                            exported_network, honest_base, real_policy, real_policy_combinations)
+from ctde.testing.planted_leaks import (OWN_SENSITIVITY_FLOOR, PLANTED_LEAKS, LateLeakAgentZero, audit_planted_leaks,
+                                            audit_real_policies, backbone_names, caught_by, exported_network,
+                                            honest_base, paradigm_names, real_policy, real_policy_combinations)
 from ctde.audit import audit_policy, require_audit
 from ctde.algos.rollout import run_policy
 
@@ -109,9 +109,9 @@ ONE_PER_NETWORK = [
 def test_the_tested_combinations_cover_every_exported_network_of_the_matrix():
     combinations = real_policy_combinations()
     pairs = {(p.split()[0], b.split()[0]) for p, b, _ in combinations}
-    for paradigm in PARADIGM_NAMES:  # every paradigm and backbone is in the matrix somewhere
+    for paradigm in paradigm_names():  # every paradigm and backbone is in the matrix somewhere
         assert any(p == paradigm for p, _ in pairs), paradigm
-    for backbone in BACKBONE_NAMES:
+    for backbone in backbone_names():
         assert any(b == backbone for _, b in pairs), backbone
     assert ("ctde", "mappo algo.share_parameters=false", "toy:hallway") in combinations
     assert any("continuous_actions=true" in env for _, _, env in combinations)

@@ -9,6 +9,8 @@ Public API:
 
 __version__ = "0.1.0"  # first: modules below read it (checkpoints record it)
 
+import importlib
+
 from ctde.config import TrainConfig, build_config
 from ctde.training.cpu_kernels import one_device_per_core
 from ctde.errors import (AuditFailedError, CheckpointError, ConfigError, CtdeError, IncompatibleError,
@@ -16,6 +18,11 @@ from ctde.errors import (AuditFailedError, CheckpointError, ConfigError, CtdeErr
 
 # Before JAX's first operation, or the count is fixed: the slices of a batch then run side by side on the cores.
 one_device_per_core()
+
+# The built-in paradigms register themselves (their `paradigm=` names, option sections and exported networks)
+# when imported: every configuration and policy file reads them, so `import ctde` loads them (after the line above:
+# some modules build JAX arrays on import).
+importlib.import_module("ctde.paradigms")
 
 __all__ = ["TrainConfig", "build_config", "train", "evaluate", "export", "load_policy", "audit_policy",
            "CtdeError", "ConfigError", "IncompatibleError", "CheckpointError", "TrainingDivergedError",

@@ -18,16 +18,24 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 
 from ctde.errors import ConfigError
 
 
-def option(default: Any, help: str) -> Any:
-    """A dataclass field with a one-line meaning shown by `ctde train --help`."""
-    return field(default=default, metadata={"help": help})
+def option(default: Any, help: str | Callable[[], str], choices: Callable[[], tuple[str, ...]] | None = None) -> Any:
+    """A dataclass field with a one-line meaning shown by `ctde train --help`. `choices` (a function, read when
+    the option is set or listed) makes a string option take one of the names it returns (paradigm.name: the
+    registered paradigms); `help` may be a function too."""
+    metadata = {"help": help} if choices is None else {"help": help, "choices": choices}
+    return field(default=default, metadata=metadata)
+
+
+def _help(f: dataclasses.Field) -> str:
+    meaning = f.metadata.get("help", "")
+    return meaning() if callable(meaning) else meaning
 
 
 def section(cls: type, help: str) -> Any:
@@ -74,10 +82,14 @@ class LTRConfig:
         "feature standardized (MSLR's raw counts reach 7.7e7); standard = standardized only; none = as in the files")
 
 
+# The algorithm names `algo.name` accepts; `ctde.algos.BACKBONES` registers one learner for each (a test checks the
+# two agree: config sits below algos and cannot read the registry).
+ALGORITHMS = ("iql", "vdn", "qmix", "qplex", "qtran", "cw_qmix", "ow_qmix", "dmix", "mappo", "ippo", "maddpg")
+
+
 @dataclass
 class AlgoConfig:
-    name: Literal["iql", "vdn", "qmix", "qplex", "qtran", "cw_qmix", "ow_qmix", "dmix", "mappo", "ippo",
-                  "maddpg"] = option(
+    name: Literal[ALGORITHMS] = option(
         "qmix", "backbone: value decomposition iql (no mixer), vdn (sum), qmix (monotonic hypernet mixer), qplex "
         "(duplex dueling), qtran (QTRAN-base: joint Q and V with the two constraint losses), cw_qmix / ow_qmix "
         "(centrally / optimistically weighted QMIX with an unrestricted central Q*), dmix (distributional QMIX: "
@@ -186,95 +198,81 @@ class MADDPGConfig:
         "in rollouts (then clipped to [-1, 1])")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Paradigms and their option sections: registered by `ctde.paradigms.base.register_paradigm` (config sits below
+# the paradigms and never imports them). A paradigm's section is named after it (`cadp.alpha=...`), comes right
+# after `paradigm` in the configuration, and is refused while another paradigm is chosen.
+
+# name -> (one-line summary for paradigm.name's help, its options section class or None), in registration order.
+PARADIGM_REGISTRY: dict[str, tuple[str, type | None]] = {}
+
+
+def register_paradigm(name: str, summary: str, options: type | None = None) -> None:
+    """Make `paradigm=<name>` a valid choice and, with `options` (a dataclass of `option` fields), `<name>.*` a
+    section of every `TrainConfig` made from now on. Registering a name again replaces it."""
+    static = {f.name for f in dataclasses.fields(TrainConfig)}
+    if name in static or not name.isidentifier():
+        raise ValueError(f"paradigm name {name!r} is not an identifier or clashes with a configuration section")
+    if options is not None and not dataclasses.is_dataclass(options):
+        raise TypeError(f"paradigm={name}: its options must be a dataclass, got {options!r}")
+    PARADIGM_REGISTRY[name] = (summary, options)
+
+
+def unregister_paradigm(name: str) -> None:
+    PARADIGM_REGISTRY.pop(name, None)
+
+
+def paradigm_names() -> tuple[str, ...]:
+    return tuple(PARADIGM_REGISTRY)
+
+
+def _paradigm_help() -> str:
+    return "how centralized information shapes training: " + "; ".join(
+        f"{name} = {summary}" for name, (summary, _) in PARADIGM_REGISTRY.items())
+
+
 @dataclass
 class ParadigmConfig:
-    name: Literal["ctde", "cadp", "ptde", "igm_da", "ctds", "ctedd"] = option(
-        "ctde", "how centralized information shapes training: ctde = plain CTDE; cadp = advice exchange, "
-        "pruned to decentralized execution; ptde = personalized global information, distilled into a local "
-        "student; igm_da = full-sight expert imitated by a student (DAgger); ctds = full-sight teacher "
-        "distilled into a student; ctedd = global policies on the state (MADDPG-style), distilled into local "
-        "policies that exchange k-bit messages")
+    name: str = option("ctde", _paradigm_help, choices=paradigm_names)
     _primary = "name"
 
 
-@dataclass
-class PTDEConfig:
-    """PTDE options (defaults: the authors' released code, ALGORITHMS.md)."""
+def paradigm_sections() -> dict[str, type]:
+    """Registered paradigms' option sections: name -> section class."""
+    return {name: options for name, (_, options) in PARADIGM_REGISTRY.items() if options is not None}
 
-    global_info: Literal["personalized", "unified"] = option(
-        "personalized", "personalized (GIP: each agent's hypernetwork reads the state) or unified (GIU ablation)")
-    z_dim: int = option(64, "size of the global-information knowledge z")
-    hypernet_hidden: int = option(64, "hidden width of the agent-hypernetwork (GIP) or state encoder (GIU)")
-    min_variance: float = option(0.01, "floor of z's variance")
-    sample_at_execution: bool = option(
-        False, "evaluate with sampled z (the authors' code) instead of its mean; the exported student is "
-        "always deterministic")
-    student_hidden: int = option(64, "student MLP width (x -> hidden -> z_dim -> z_dim)")
-    distill_episodes: int = option(100, "stage 2: greedy teacher episodes per seed in the distillation data set")
+
+@dataclass
+class DistillationOptions:
+    """Stage 2 (distillation, `ctde.training.distill`): the options every distilling paradigm's section shares.
+    Its defaults are PTDE's; a section gives its own with `DistillationOptions.default` (same help)."""
+
+    distill_episodes: int = option(
+        100, "stage 2: episodes per seed of the stage-1 teacher (greedy, or sampling as it collected where the "
+        "paradigm distils from its sampled actions: CTEDD) whose steps make the distillation data set")
     holdout: float = option(0.2, "stage 2: fraction of those episodes held out to measure generalization")
-    distill_steps: int = option(500_000, "stage 2: student regression steps")
-    distill_batch: int = option(2048, "stage 2: rows per regression step")
+    distill_steps: int = option(500_000, "stage 2: student regression steps in all (passes over the data repeat)")
+    distill_batch: int = option(
+        2048, "stage 2: rows per regression step (drawn at random, or consecutive in collection order where the "
+        "paradigm consumes them so: CTEDD)")
     distill_lr: float = option(1e-4, "stage 2: Adam learning rate")
     distill_log_every: int = option(1000, "stage 2: steps between logged train / held-out losses")
 
+    @classmethod
+    def default(cls, name: str, value: Any) -> Any:
+        """The shared option `name` with another default (same help): for a section's own defaults."""
+        shared = next(f for f in dataclasses.fields(DistillationOptions) if f.name == name)
+        return option(value, shared.metadata["help"])
 
-@dataclass
-class CADPConfig:
-    """Options of paradigm=cadp (ALGORITHMS.md, CADP); refused with any other paradigm."""
-
-    alpha: float | None = option(
-        None, "pruning-loss weight once pruning starts; None = the backbone's default (0.5 qmix/mappo, 1.0 otherwise)")
-    prune_start: int | None = option(
-        None, "env steps T after which the pruning loss applies (a step: 0 before T); None = 700k for value "
-        "decomposition, 3M for mappo/ippo")
-    residual: bool = option(
-        False, "the paper's Eq. 5: advice enters the GRU beside the own embedding; false = released code's head")
-    heads: int = option(4, "attention heads of the advice exchange")
-    head_dim: int = option(32, "width of each attention head (query, key and value)")
-
-
-@dataclass
-class IGMDAConfig:
-    """Options of paradigm=igm_da (ignored, and refused if set, under other paradigms)."""
-
-    collector: Literal["student", "expert"] = option(
-        "student", "who collects data and picks the bootstrap action: student = IGM-DA (DAgger); expert = the "
-        "paper's behaviour-cloning ablation")
-    imitation_weight: float = option(
-        1.0, "weight of the imitation loss (MSE of the student's Q vector to one-hot of the expert's greedy action)")
-
-
-@dataclass
-class CTDSConfig:
-    """Options of paradigm=ctds (ignored, and refused if set, under other paradigms)."""
-
-    distill_weight: float = option(
-        1.0, "weight of the student's loss: sum over agents and actions of (Q_student - Q_teacher)^2")
-
-
-@dataclass
-class CTEDDConfig:
-    """Options of paradigm=ctedd (ALGORITHMS.md, CTEDD); refused with any other paradigm."""
-
-    message_bits: int = option(1, "k: bits each agent broadcasts to the others in the distilled local policy")
-    message_estimator: Literal["straight_through", "gumbel"] = option(
-        "straight_through", "how stage 2 trains the binary messages: straight_through (hard threshold forward, "
-        "sigmoid gradient backward) or gumbel (logistic noise added before the threshold while training)")
-    entropy_coef: float | None = option(
-        None, "alpha: weight of the entropy of the global policies' local heads (stage 1); None = 0.01 with discrete "
-        "actions, 0 with continuous ones (deterministic tanh actors have no entropy)")
-    global_hidden: int = option(128, "width of the shared global network on the state (2 layers)")
-    head_hidden: int = option(32, "width of each agent's own local head on the global features")
-    local_hidden: int = option(64, "width of the local policy's message generator and actor")
-    distill_episodes: int = option(
-        400, "stage 2: episodes per seed of the global policies (sampled actions, as they collected in stage 1) "
-        "whose states make the distillation data set")
-    holdout: float = option(0.2, "stage 2: fraction of those episodes held out to measure generalization")
-    distill_batch: int = option(256, "stage 2: consecutive samples per batch, taken in collection order")
-    iterations_per_batch: int = option(4, "stage 2: regression steps on each batch before the next one")
-    distill_steps: int = option(3000, "stage 2: regression steps in all (passes over the data repeat in order)")
-    distill_lr: float = option(1e-3, "stage 2: Adam learning rate")
-    distill_log_every: int = option(100, "stage 2: steps between logged train / held-out losses")
+    def checks(self, section: str) -> list[tuple[bool, str]]:
+        """The shared options' conditions, for `ctde.errors.require`, named within `section`."""
+        return [
+            (0 < self.holdout < 1, f"{section}.holdout must be in (0, 1)"),
+            (self.distill_episodes >= 2, f"{section}.distill_episodes must be at least 2 (training and held-out)"),
+            (self.distill_steps >= 1 and self.distill_batch >= 1,
+             f"{section}.distill_steps and {section}.distill_batch must be positive"),
+            (self.distill_lr > 0, f"{section}.distill_lr must be positive"),
+        ]
 
 
 @dataclass
@@ -313,7 +311,7 @@ class LogConfig:
     wandb_group: str | None = option(None, "W&B group of the run's seeds (None = the run directory's name)")
 
 
-@dataclass
+@dataclass(eq=False)
 class TrainConfig:
     env: EnvConfig = section(EnvConfig, "environment")
     ltr: LTRConfig = section(LTRConfig, "Learning-to-Rank options (env=ltr:<path>)")
@@ -321,11 +319,7 @@ class TrainConfig:
     ppo: PPOConfig = section(PPOConfig, "MAPPO / IPPO options")
     maddpg: MADDPGConfig = section(MADDPGConfig, "MADDPG options")
     paradigm: ParadigmConfig = section(ParadigmConfig, "training paradigm")
-    ptde: PTDEConfig = section(PTDEConfig, "PTDE options (paradigm=ptde)")
-    cadp: CADPConfig = section(CADPConfig, "CADP options (paradigm=cadp)")
-    igm_da: IGMDAConfig = section(IGMDAConfig, "IGM-DA options (paradigm=igm_da)")
-    ctds: CTDSConfig = section(CTDSConfig, "CTDS options (paradigm=ctds)")
-    ctedd: CTEDDConfig = section(CTEDDConfig, "CTEDD options (paradigm=ctedd)")
+    # ... then each registered paradigm's own section (`paradigm_sections`), e.g. cadp: CADP options
     rollout: RolloutConfig = section(RolloutConfig, "data collection")
     eval: EvalConfig = section(EvalConfig, "greedy evaluation during training")
     log: LogConfig = section(LogConfig, "logging, progress and checkpoints")
@@ -334,17 +328,51 @@ class TrainConfig:
     seed: int = option(0, "base random seed; seed k of a run uses seed + k")
     out: str | None = option(None, "run directory; None = runs/<env>_<algo>_<paradigm>_<time>")
 
+    def __post_init__(self):
+        for name, options in paradigm_sections().items():
+            if not hasattr(self, name):
+                setattr(self, name, options())
+
+    def __getattr__(self, name):  # only for attributes not set: a section registered after this config was made
+        options = paradigm_sections().get(name)
+        if options is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        setattr(self, name, options())
+        return getattr(self, name)
+
+    def __eq__(self, other):
+        return type(other) is TrainConfig and to_dict(self) == to_dict(other)
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Reflection helpers
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """Each field's type; an option with `choices` is a Literal of the current ones, a paradigm's section its class."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if "choices" in f.metadata:
+            hints[f.name] = Literal[tuple(f.metadata["choices"]())]
+    if cls is TrainConfig:
+        hints.update(paradigm_sections())
+    return hints
 
 
 def _public_fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+    """The options and sections of `cls` in order; for TrainConfig the registered paradigms' sections follow
+    `paradigm`."""
+    fields = [f for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+    if cls is not TrainConfig:
+        return fields
+    at = next(i for i, f in enumerate(fields) if f.name == "paradigm") + 1
+    return fields[:at] + [_section_field(name, options) for name, options in paradigm_sections().items()] + fields[at:]
+
+
+def _section_field(name: str, options: type) -> dataclasses.Field:
+    f = section(options, (options.__doc__ or f"options of paradigm={name}").strip().splitlines()[0])
+    f.name, f.type = name, options
+    return f
 
 
 def iter_options(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
@@ -358,7 +386,7 @@ def iter_options(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, A
             rows.extend(iter_options(kind, key + "."))
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((key, kind, default, f.metadata.get("help", "")))
+            rows.append((key, kind, default, _help(f)))
     return rows
 
 

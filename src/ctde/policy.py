@@ -1,8 +1,11 @@
 """The decentralized policy artifact: export, load and run; the network registry behind it.
 
 An exported policy is a directory with `policy.json` (what network, which own inputs, sizes) and
-`params.msgpack` (parameters, stacked over the run's seeds). Loading it needs only this module and
-`ctde.nets`, not the training code.
+`params.msgpack` (parameters, stacked over the run's seeds). Loading it needs this module, `ctde.nets` and the
+builder of its network, not the training code. The plain recurrent agents (`rnn_agent`, `rnn_agent_per_agent`)
+are registered here; a paradigm that exports a network of its own registers its builder in its own file
+(`register_network`: CADP's `cadp_decentralized`, PTDE's `ptde_student`, CTEDD's `ctedd_local`), and
+`import ctde` registers the built-in paradigms.
 
 Every registered network is one `PolicyNetwork`, and every step of every policy runs the same two phases:
 
@@ -32,7 +35,6 @@ import jax.numpy as jnp
 
 from ctde.errors import CheckpointError
 from ctde.nets.actions import masked_argmax
-from ctde.nets.cadp import CADPAgent
 from ctde.nets.rnn import RNNAgent, action_features, value_outputs, value_scores
 
 POLICY_FORMAT_VERSION = 1
@@ -138,61 +140,6 @@ def _rnn_agent_per_agent(spec: dict) -> AgentStep:
         return step(own_params, hidden, obs, last_action, avail, agent_index, reset)
 
     return own_network_step
-
-
-@register_network("cadp_decentralized")
-def _cadp_decentralized(spec: dict) -> AgentStep:
-    """CADP's D model: the advice network with each agent's own value vector in place of the attention mix.
-    Its parameters hold no query or key weights; `CADPAgent.decentralized` reads none."""
-    network = CADPAgent(spec["hidden_dim"], _outputs(spec), spec["heads"], spec["head_dim"], spec["residual"])
-    return recurrent_agent_step(spec, lambda params, *args: network.apply(params, *args,
-                                                                          method=CADPAgent.decentralized))
-
-
-@register_network("ptde_student")
-def _ptde_student(spec: dict) -> AgentStep:
-    from ctde.nets.ptde import QHead, Student, Trunk
-
-    trunk = Trunk(spec["hidden_dim"])
-    head = QHead(spec["hidden_dim"], spec["n_actions"])
-    student = Student(spec["z_dim"], spec["student_hidden"])
-
-    def step(params, hidden, obs, last_action, avail, agent_index, reset):
-        x = own_input(spec, obs, last_action, avail, agent_index)
-        hidden, h = trunk.apply(params["trunk"], hidden[None], x[None, None], reset[None, None])
-        z = student.apply(params["student"], x)
-        return hidden[0], head.apply(params["head"], h[0, 0], z)
-
-    return step
-
-
-@register_network("ctedd_local")
-def _ctedd_local(spec: dict) -> PolicyNetwork:
-    """CTEDD's local policy: agent j sends k bits `binary_message(MessageGenerator(x_j))`, agent i's actor
-    chooses from x_i and all n * k bits (agent-major, own included), x = the agent's own input vector
-    (obs ⊕ onehot(i) for inputs ["obs", "agent_id"]). Feed-forward: the hidden state passes through unchanged.
-    Parameters: {"messages": MessageGenerator params, "actor": MessageActor params}."""
-    from ctde.nets.ctedd import MessageActor, MessageGenerator, binary_message
-
-    missing = [key for key in ("message_bits", "local_hidden", "hidden_dim") if key not in spec]
-    if missing:
-        raise ValueError(f"A ctedd_local policy spec needs {missing} (message_bits = k, local_hidden = the "
-                         f"generator's and actor's width, hidden_dim = 0 for this feed-forward policy).")
-    bits = int(spec["message_bits"])
-    generator = MessageGenerator(bits=bits, hidden_dim=spec["local_hidden"])
-    actor = MessageActor(spec["n_actions"], hidden_dim=spec["local_hidden"])
-
-    def sender(params, obs, last_action, avail, agent_index):
-        x = own_input(spec, obs, last_action, avail, agent_index)
-        # No key: at execution a bit is deterministically 1 exactly when its logit is positive.
-        return binary_message(generator.apply(params["messages"], x))
-
-    def receiver(params, hidden, obs, last_action, avail, agent_index, reset, messages):
-        x = own_input(spec, obs, last_action, avail, agent_index)
-        # [n, k] -> [n * k] agent-major, the layout `local_policy_logits` trains with.
-        return hidden, actor.apply(params["actor"], x, messages.reshape(-1))
-
-    return PolicyNetwork(receiver=receiver, sender=sender, bits=bits)
 
 
 @dataclass

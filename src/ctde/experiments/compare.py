@@ -32,7 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from ctde.algos import BACKBONES
+from ctde.config import from_dict, iter_options, load_yaml, to_dict
+from ctde.envs.toy import TOY_ENVS, make_toy
 from ctde.errors import ConfigError, CtdeError
+from ctde.paradigms import PARADIGMS
+from ctde.training.logger import read_metrics
 from ctde.training.report import curves, label_env_steps
 
 METRICS = ("win_rate", "return")
@@ -48,8 +53,6 @@ RUN_KEY = "run"  # pseudo-key: the run directory's name (one method per run)
 # stopped at different budgets are still that method (`--group-by ...,steps` separates them).
 NOT_METHOD_PREFIXES = ("env.", "ltr.", "log.", "eval.")
 NOT_METHOD_KEYS = ("seed", "seeds", "out", "steps", "algo.cpu_kernels", "algo.slice_rows", "algo.slice_devices")
-PARADIGM_SECTIONS = ("ptde", "cadp", "igm_da", "ctds", "ctedd")
-PPO_ALGOS = ("mappo", "ippo")
 
 
 class StatsUnavailableError(CtdeError):
@@ -119,8 +122,6 @@ def env_has_win(env_id: str, toy_size: int | None = None) -> bool:
     if family == "smax":
         return True
     if family == "toy":
-        from ctde.envs.toy import TOY_ENVS, make_toy
-
         return name in TOY_ENVS and make_toy(name, toy_size, ()).spec.has_win
     return False
 
@@ -143,16 +144,11 @@ class Run:
 
 def load_run(path: str | Path) -> Run:
     """Read a run directory; its exported model is policy/policy.json's "model", else the paradigm's."""
-    from ctde.config import from_dict, load_yaml, to_dict
-    from ctde.training.logger import read_metrics
-
     path = Path(path)
     try:
         options = _flat(to_dict(from_dict(load_yaml(path / "config.yaml"))))
     except ConfigError as e:
         raise ConfigError(f"The saved configuration of {path} does not load in this ctde: {e}") from None
-    from ctde.paradigms import PARADIGMS
-
     paradigm = PARADIGMS[options["paradigm.name"]]
     export_model = paradigm.export_model
     policy_file = path / "policy" / "policy.json"
@@ -234,8 +230,6 @@ def parse_keys(text: str | None, what: str) -> list[str] | None:
     paradigm, algo, env, or `run` (the run directory's name). None when not given."""
     if text is None:
         return None
-    from ctde.config import iter_options
-
     valid = [k for k, *_ in iter_options()]
     keys = []
     for raw in (part.strip() for part in text.split(",")):
@@ -272,14 +266,14 @@ def _label(run: Run, keys: Sequence[str]) -> str:
 
 def _applies(key: str, run: Run) -> bool:
     """Whether an option means anything for this run: a paradigm's own section only under that paradigm,
-    ppo.* only for MAPPO/IPPO, maddpg.* only for MADDPG (every config carries every section)."""
+    ppo.* only for MAPPO/IPPO, maddpg.* only for MADDPG (every config carries every section): the sections the
+    paradigm and backbone registries declare (`ctde.paradigms.PARADIGMS`' options, `ctde.algos.BACKBONES`' section)."""
     section = key.split(".")[0]
-    if section in PARADIGM_SECTIONS:
+    if section in PARADIGMS and PARADIGMS[section].options is not None:
         return run.options["paradigm.name"] == section
-    if section == "ppo":
-        return run.options["algo.name"] in PPO_ALGOS
-    if section == "maddpg":
-        return run.options["algo.name"] == "maddpg"
+    backbone_sections = {entry.section for entry in BACKBONES.values()}
+    if section in backbone_sections:
+        return BACKBONES[run.options["algo.name"]].section == section
     return True
 
 

@@ -11,9 +11,15 @@ sequences and reads the per-agent action scores of the model it needs by role:
     eval_models    greedily evaluated at every test interval
     export_model   becomes the decentralized policy artifact
 
-A paradigm with options of its own keeps them in the config section named after it (e.g. `cadp`);
-setting them while another paradigm is chosen is refused at start-up, and `resolve_options` fills their
-data-dependent defaults into the saved configuration. `diagnostics` names `train/*` metrics of its auxiliary
+A paradigm is one file: a subclass decorated with `@register_paradigm`, which makes `paradigm=<name>` a choice.
+Options of its own are a dataclass of `ctde.config.option` fields named in `options`: they become the config
+section named after it (`cadp.alpha=...`, in `ctde train --help` and saved configurations); setting them while
+another paradigm is chosen is refused at start-up, and `resolve_options` checks them and fills their
+data-dependent defaults into the saved configuration. What it needs of the backbone and the environment it
+declares (`backbone_families`, `needs_mixer`, `needs_igm`, `needs_state`, `per_agent_networks`,
+`required_views`, with `reasons`); `ctde.training.resolve` checks them against the backbone's capabilities
+(`ctde.algos.BACKBONES`) in one place. A network it exports is registered beside it
+(`ctde.policy.register_network`). `diagnostics` names `train/*` metrics of its auxiliary
 loss that the run report plots; `plot_marks` gives env steps to mark on the report's curves.
 A paradigm may also name models trained by their own optimizer (`own_optimizer`; same settings as the shared
 one, which covers every other network and the mixer).
@@ -29,8 +35,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from ctde import config as _config
 from ctde.config import TrainConfig
 from ctde.envs.base import EnvSpec
+
+ALL_FAMILIES = ("value_decomposition", "policy_gradient", "actor_critic")
 
 
 @struct.dataclass
@@ -65,7 +74,20 @@ class Paradigm:
     """Base class; subclasses set the class attributes and implement `init`, `initial_carry`, `apply`, `export`."""
 
     name: ClassVar[str]
+    summary: ClassVar[str] = ""  # one line in paradigm.name's help: "<name> = <summary>"
+    options: ClassVar[type | None] = None  # its config section (a dataclass), named after it; None: no options
     required_views: ClassVar[tuple[str, ...]] = ()
+    # What it needs, checked by ctde.training.resolve against the backbone's capabilities and the environment:
+    backbone_families: ClassVar[tuple[str, ...]] = ALL_FAMILIES  # backbone families that can train it
+    needs_mixer: ClassVar[bool] = False  # value decomposition through a mixer (not IQL)
+    needs_igm: ClassVar[bool] = False  # a joint value whose maximum is at the agents' greedy actions
+    needs_state: ClassVar[bool] = False  # a global state (state_dim >= 1)
+    per_agent_networks: ClassVar[bool] = False  # honours algo.share_parameters=false (a network per agent)
+    # Why, completing "paradigm=<name> ...", shown when a need is not met: keys "backbone" (its families),
+    # "mixer", "igm" and "state" ("for ..." after "needs a global state").
+    reasons: ClassVar[dict[str, str]] = {}
+    # A note on an algorithm name where the refusal suggests it, e.g. {"dmix": "the paper's DMIX-DA"}.
+    backbone_notes: ClassVar[dict[str, str]] = {}
     diagnostics: ClassVar[tuple[str, ...]] = ()
     collect_model: str
     td_model: str
@@ -141,3 +163,24 @@ class Paradigm:
     def plot_marks(self) -> dict[str, float]:
         """Labelled env steps to mark on learning curves (e.g. where a loss term switches on)."""
         return {}
+
+
+# Registered paradigms, name -> class, in registration order (`paradigm=<name>`).
+PARADIGMS: dict[str, type[Paradigm]] = {}
+
+
+def register_paradigm(cls: type[Paradigm]) -> type[Paradigm]:
+    """Class decorator: make `cls` the paradigm `paradigm=<cls.name>`, with its options section `cls.options`
+    (`ctde.config.register_paradigm`). Registering a name again replaces it."""
+    unknown = set(cls.backbone_families) - set(ALL_FAMILIES)
+    if unknown:
+        raise ValueError(f"paradigm {cls.name}: unknown backbone families {sorted(unknown)}; known: {ALL_FAMILIES}")
+    _config.register_paradigm(cls.name, cls.summary, cls.options)
+    PARADIGMS[cls.name] = cls
+    return cls
+
+
+def unregister_paradigm(name: str) -> None:
+    """Forget paradigm `name` (tests that register one of their own)."""
+    PARADIGMS.pop(name, None)
+    _config.unregister_paradigm(name)

@@ -25,13 +25,17 @@ filled into the saved configuration by `resolve_options`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 
+from ctde.config import option
 from ctde.errors import require
 from ctde.nets.cadp import CADPAgent, agent_pruning_terms, self_confidence
 from ctde.nets.rnn import agent_inputs, value_outputs, value_scores
-from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, register_paradigm
+from ctde.policy import AgentStep, recurrent_agent_step, register_network
 
 # Per-backbone defaults of the released configs (ALGORITHMS.md): α 0.5 for QMIX and MAPPO, 1.0 otherwise;
 # T 700k env steps for value decomposition, 3M for MAPPO.
@@ -50,8 +54,27 @@ def pruning_weight(env_steps: jax.Array, alpha: float, prune_start: int) -> jax.
     return jnp.where(env_steps >= prune_start, jnp.float32(alpha), jnp.float32(0.0))
 
 
+@dataclass
+class CADPOptions:
+    """Options of paradigm=cadp (ALGORITHMS.md, CADP); refused with any other paradigm."""
+
+    alpha: float | None = option(
+        None, "pruning-loss weight once pruning starts; None = the backbone's default (0.5 qmix/mappo, 1.0 otherwise)")
+    prune_start: int | None = option(
+        None, "env steps T after which the pruning loss applies (a step: 0 before T); None = 700k for value "
+        "decomposition, 3M for mappo/ippo")
+    residual: bool = option(
+        False, "the paper's Eq. 5: advice enters the GRU beside the own embedding; false = released code's head")
+    heads: int = option(4, "attention heads of the advice exchange")
+    head_dim: int = option(32, "width of each attention head (query, key and value)")
+
+
+@register_paradigm
 class CADP(Paradigm):
     name = "cadp"
+    summary = "advice exchange, pruned to decentralized execution"
+    options = CADPOptions
+    backbone_families = ("value_decomposition", "policy_gradient")
     diagnostics = ("self_confidence",)
     collect_model = td_model = select_model = "centralized"
     eval_models = ("centralized", "decentralized")
@@ -124,3 +147,13 @@ class CADP(Paradigm):
 
     def plot_marks(self) -> dict[str, float]:
         return {"pruning starts": float(self.prune_start)}
+
+
+@register_network("cadp_decentralized")
+def decentralized_network(spec: dict) -> AgentStep:
+    """The exported D model: the advice network with each agent's own value vector in place of the attention
+    mix. Its parameters hold no query or key weights; `CADPAgent.decentralized` reads none."""
+    network = CADPAgent(spec["hidden_dim"], value_outputs(spec["n_actions"], spec.get("quantiles", 0)), spec["heads"],
+                        spec["head_dim"], spec["residual"])
+    return recurrent_agent_step(spec, lambda params, *args: network.apply(params, *args,
+                                                                          method=CADPAgent.decentralized))

@@ -11,11 +11,14 @@ import jax
 import jax.numpy as jnp
 
 from ctde.nets.rnn import RNNAgent, agent_inputs, value_outputs, value_scores
-from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, register_paradigm
 
 
+@register_paradigm
 class CTDE(Paradigm):
     name = "ctde"
+    summary = "plain CTDE"
+    per_agent_networks = True
     collect_model = td_model = select_model = export_model = "agent"
     eval_models = ("agent",)
 

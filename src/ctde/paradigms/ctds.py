@@ -19,17 +19,33 @@ student's gradients then never shrink the teacher's through the global-norm clip
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 
+from ctde.config import option
 from ctde.errors import ConfigError
+from ctde.paradigms.base import register_paradigm
 from ctde.paradigms.privileged import STUDENT, PrivilegedAndStudent, agreement, masked_agent_mean
 
 TEACHER = "teacher"
 
 
+@dataclass
+class CTDSOptions:
+    """Options of paradigm=ctds (ignored, and refused if set, under other paradigms)."""
+
+    distill_weight: float = option(
+        1.0, "weight of the student's loss: sum over agents and actions of (Q_student - Q_teacher)^2")
+
+
+@register_paradigm
 class CTDS(PrivilegedAndStudent):
     name = "ctds"
+    summary = "full-sight teacher distilled into a student"
+    options = CTDSOptions
+    reasons = {"backbone": "trains its teacher by TD through a mixer"}
     privileged = TEACHER
     student_reads_avail = False
     collect_model = td_model = select_model = TEACHER

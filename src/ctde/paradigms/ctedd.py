@@ -22,18 +22,58 @@ the received bits, and that each message reads only its sender's inputs (`ctde.p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 
+from ctde.config import DistillationOptions, option
 from ctde.errors import IncompatibleError, require
 from ctde.nets.actions import masked_logits, sample_softmax, tanh_with_noise
-from ctde.nets.ctedd import GlobalPolicy, MessageActor, MessageGenerator, local_input, local_policy_logits
-from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+from ctde.nets.ctedd import (GlobalPolicy, MessageActor, MessageGenerator, binary_message, local_input,
+                             local_policy_logits)
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, register_paradigm
+from ctde.policy import PolicyNetwork, own_input, register_network
 
 
+@dataclass
+class _CTEDDNetworks:
+    message_bits: int = option(1, "k: bits each agent broadcasts to the others in the distilled local policy")
+    message_estimator: Literal["straight_through", "gumbel"] = option(
+        "straight_through", "how stage 2 trains the binary messages: straight_through (hard threshold forward, "
+        "sigmoid gradient backward) or gumbel (logistic noise added before the threshold while training)")
+    entropy_coef: float | None = option(
+        None, "alpha: weight of the entropy of the global policies' local heads (stage 1); None = 0.01 with discrete "
+        "actions, 0 with continuous ones (deterministic tanh actors have no entropy)")
+    global_hidden: int = option(128, "width of the shared global network on the state (2 layers)")
+    head_hidden: int = option(32, "width of each agent's own local head on the global features")
+    local_hidden: int = option(64, "width of the local policy's message generator and actor")
 
+
+@dataclass
+class CTEDDOptions(DistillationOptions, _CTEDDNetworks):
+    """Options of paradigm=ctedd (ALGORITHMS.md, CTEDD); refused with any other paradigm."""
+
+    # Its networks' options first, then stage 2's (DistillationOptions) with CTEDD's defaults, then its own.
+    distill_episodes: int = DistillationOptions.default("distill_episodes", 400)
+    distill_steps: int = DistillationOptions.default("distill_steps", 3000)
+    distill_batch: int = DistillationOptions.default("distill_batch", 256)
+    distill_lr: float = DistillationOptions.default("distill_lr", 1e-3)
+    distill_log_every: int = DistillationOptions.default("distill_log_every", 100)
+    iterations_per_batch: int = option(4, "stage 2: regression steps on each batch before the next one")
+
+
+@register_paradigm
 class CTEDD(Paradigm):
     name = "ctedd"
+    summary = ("global policies on the state (MADDPG-style), distilled into local policies that exchange k-bit "
+               "messages")
+    options = CTEDDOptions
+    backbone_families = ("actor_critic",)
+    needs_state = True
+    reasons = {"backbone": "trains its global policies with DDPG-style updates through a centralized critic",
+               "state": "for its global policies"}
     collect_model = td_model = select_model = "global"
     eval_models = ("global", "local")
     train_eval_models = ("global",)  # the local policies mean nothing until stage 2
@@ -63,11 +103,8 @@ class CTEDD(Paradigm):
             (options.entropy_coef >= 0, "ctedd.entropy_coef must be non-negative"),
             (min(options.global_hidden, options.head_hidden, options.local_hidden) >= 1,
              "ctedd network widths must be positive"),
-            (0 < options.holdout < 1, "ctedd.holdout must be in (0, 1)"),
-            (options.distill_episodes >= 2, "ctedd.distill_episodes must be at least 2 (training and held-out)"),
-            (options.distill_steps >= 1 and options.distill_batch >= 1 and options.iterations_per_batch >= 1,
-             "ctedd.distill_steps, distill_batch and iterations_per_batch must be positive"),
-            (options.distill_lr > 0, "ctedd.distill_lr must be positive"),
+            *options.checks("ctedd"),
+            (options.iterations_per_batch >= 1, "ctedd.iterations_per_batch must be positive"),
         ])
 
     def __init__(self, config, spec):
@@ -147,3 +184,30 @@ class CTEDD(Paradigm):
         key = key if self.estimator == "gumbel" else None
         logits, _ = local_policy_logits(self.generator, self.actor, student_params, x, key)
         return self.policy_output(logits, jnp.ones(logits.shape, bool))
+
+
+@register_network("ctedd_local")
+def local_network(spec: dict) -> PolicyNetwork:
+    """The exported local policy: agent j sends k bits `binary_message(MessageGenerator(x_j))`, agent i's actor
+    chooses from x_i and all n * k bits (agent-major, own included), x = the agent's own input vector
+    (obs ⊕ onehot(i) for inputs ["obs", "agent_id"]). Feed-forward: the hidden state passes through unchanged.
+    Parameters: {"messages": MessageGenerator params, "actor": MessageActor params}."""
+    missing = [key for key in ("message_bits", "local_hidden", "hidden_dim") if key not in spec]
+    if missing:
+        raise ValueError(f"A ctedd_local policy spec needs {missing} (message_bits = k, local_hidden = the "
+                         f"generator's and actor's width, hidden_dim = 0 for this feed-forward policy).")
+    bits = int(spec["message_bits"])
+    generator = MessageGenerator(bits=bits, hidden_dim=spec["local_hidden"])
+    actor = MessageActor(spec["n_actions"], hidden_dim=spec["local_hidden"])
+
+    def sender(params, obs, last_action, avail, agent_index):
+        x = own_input(spec, obs, last_action, avail, agent_index)
+        # No key: at execution a bit is deterministically 1 exactly when its logit is positive.
+        return binary_message(generator.apply(params["messages"], x))
+
+    def receiver(params, hidden, obs, last_action, avail, agent_index, reset, messages):
+        x = own_input(spec, obs, last_action, avail, agent_index)
+        # [n, k] -> [n * k] agent-major, the layout `local_policy_logits` trains with.
+        return hidden, actor.apply(params["actor"], x, messages.reshape(-1))
+
+    return PolicyNetwork(receiver=receiver, sender=sender, bits=bits)

@@ -25,18 +25,46 @@ expert's own greedy action. One optimizer covers expert, student and mixer, as i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 
+from ctde.config import option
 from ctde.errors import ConfigError, IncompatibleError
 from ctde.nets.actions import masked_argmax
+from ctde.paradigms.base import register_paradigm
 from ctde.paradigms.privileged import STUDENT, PrivilegedAndStudent, agreement, masked_agent_mean
 
 EXPERT = "expert"
 
 
+@dataclass
+class IGMDAOptions:
+    """Options of paradigm=igm_da (ignored, and refused if set, under other paradigms)."""
+
+    collector: Literal["student", "expert"] = option(
+        "student", "who collects data and picks the bootstrap action: student = IGM-DA (DAgger); expert = the "
+        "paper's behaviour-cloning ablation")
+    imitation_weight: float = option(
+        1.0, "weight of the imitation loss (MSE of the student's Q vector to one-hot of the expert's greedy action)")
+
+
+@register_paradigm
 class IGMDA(PrivilegedAndStudent):
     name = "igm_da"
+    summary = "full-sight expert imitated by a student (DAgger)"
+    options = IGMDAOptions
+    needs_mixer = needs_igm = True
+    reasons = {
+        "backbone": "trains its expert by TD through a mixer",
+        "mixer": "imitates an expert trained by IGM value decomposition through a mixer (the paper wraps QMIX, "
+                 "QPLEX and DMIX)",
+        "igm": "has the student imitate the expert's greedy actions as the argmax of an IGM value decomposition "
+               "and bootstraps Q_tot at the student's greedy action",
+    }
+    backbone_notes = {"dmix": "the paper's DMIX-DA"}
     privileged = EXPERT
     student_reads_avail = True
     td_model = EXPERT
@@ -52,18 +80,6 @@ class IGMDA(PrivilegedAndStudent):
     @classmethod
     def resolve_options(cls, config):
         super().resolve_options(config)
-        if config.algo.name == "iql":
-            raise IncompatibleError(
-                "paradigm=igm_da imitates an expert trained by IGM value decomposition through a mixer (the paper "
-                "wraps QMIX, QPLEX and DMIX); algo=iql has no mixer. Use algo=qmix, algo=qplex, algo=vdn or algo=dmix.")
-        from ctde.algos import NOT_IGM
-
-        if config.algo.name in NOT_IGM:
-            raise IncompatibleError(
-                f"paradigm=igm_da has the student imitate the expert's greedy actions as the argmax of an IGM value "
-                f"decomposition and bootstraps Q_tot at the student's greedy action; algo={config.algo.name}'s joint "
-                f"value is not IGM by construction (its maximum need not be at the agents' greedy actions). Use an "
-                f"IGM backbone: algo=qmix, algo=qplex, algo=vdn or algo=dmix (the paper's DMIX-DA).")
         if config.igm_da.imitation_weight < 0:
             raise ConfigError("igm_da.imitation_weight must be non-negative.")
         if not config.algo.double_q:

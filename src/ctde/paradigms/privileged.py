@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 
 from ctde.envs.base import FULL_OBS
-from ctde.errors import IncompatibleError
 from ctde.nets.actions import masked_argmax
 from ctde.nets.rnn import RNNAgent, agent_inputs, value_outputs, value_scores
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
@@ -27,21 +26,13 @@ STUDENT = "student"
 
 class PrivilegedAndStudent(Paradigm):
     """Both paradigms train the privileged model by TD through the mixer, so they need a value-decomposition
-    backbone; `resolve_options` refuses the others."""
+    backbone (`backbone_families`; each says why in `reasons`)."""
 
     required_views = (FULL_OBS,)
+    backbone_families = ("value_decomposition",)
     privileged: ClassVar[str]  # the privileged model's name
     student_reads_avail: ClassVar[bool]  # IGM-DA's student reads its own avail mask; CTDS's does not
     export_model = STUDENT
-
-    @classmethod
-    def resolve_options(cls, config):
-        from ctde.algos import VALUE_DECOMPOSITION
-
-        if config.algo.name not in VALUE_DECOMPOSITION:
-            raise IncompatibleError(
-                f"paradigm={cls.name} trains its {cls.privileged} by TD through a mixer, which algo={config.algo.name} "
-                f"does not have. Use a value-decomposition backbone: algo=qmix, algo=qplex or algo=vdn.")
 
     def __init__(self, config, spec):
         super().__init__(config, spec)

@@ -16,17 +16,48 @@ evaluated and exported after stage 2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 
+from ctde.config import DistillationOptions, option
 from ctde.errors import IncompatibleError, require
 from ctde.nets.ptde import PersonalizedGlobalInfo, QHead, Student, Trunk, UnifiedGlobalInfo, sample_z
 from ctde.nets.rnn import agent_inputs
-from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput
+from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, register_paradigm
+from ctde.policy import AgentStep, own_input, register_network
 
 
+@dataclass
+class _PTDENetworks:
+    global_info: Literal["personalized", "unified"] = option(
+        "personalized", "personalized (GIP: each agent's hypernetwork reads the state) or unified (GIU ablation)")
+    z_dim: int = option(64, "size of the global-information knowledge z")
+    hypernet_hidden: int = option(64, "hidden width of the agent-hypernetwork (GIP) or state encoder (GIU)")
+    min_variance: float = option(0.01, "floor of z's variance")
+    sample_at_execution: bool = option(
+        False, "evaluate with sampled z (the authors' code) instead of its mean; the exported student is "
+        "always deterministic")
+    student_hidden: int = option(64, "student MLP width (x -> hidden -> z_dim -> z_dim)")
+
+
+@dataclass
+class PTDEOptions(DistillationOptions, _PTDENetworks):
+    """PTDE options (defaults: the authors' released code, ALGORITHMS.md)."""
+
+    # Its networks' options first, then stage 2's (DistillationOptions, whose defaults are PTDE's).
+
+
+@register_paradigm
 class PTDE(Paradigm):
     name = "ptde"
+    summary = "personalized global information, distilled into a local student"
+    options = PTDEOptions
+    backbone_families = ("value_decomposition", "policy_gradient")
+    needs_state = True
+    reasons = {"state": "for its teacher's global information z"}
     collect_model = td_model = select_model = "teacher"
     eval_models = ("teacher", "student")
     train_eval_models = ("teacher",)  # the student means nothing until stage 2
@@ -43,11 +74,8 @@ class PTDE(Paradigm):
         ptde = config.ptde
         require([
             (ptde.z_dim >= 1 and ptde.hypernet_hidden >= 1 and ptde.student_hidden >= 1, "ptde sizes must be positive"),
-            (0 < ptde.holdout < 1, "ptde.holdout must be in (0, 1)"),
-            (ptde.distill_episodes >= 2, "ptde.distill_episodes must be at least 2 (training and held-out)"),
-            (ptde.distill_steps >= 1 and ptde.distill_batch >= 1, "ptde.distill_steps and distill_batch must be "
-             "positive"),
-            (ptde.distill_lr > 0 and ptde.min_variance > 0, "ptde.distill_lr and ptde.min_variance must be positive"),
+            *ptde.checks("ptde"),
+            (ptde.min_variance > 0, "ptde.min_variance must be positive"),
         ])
 
     def __init__(self, config, spec):
@@ -113,3 +141,19 @@ class PTDE(Paradigm):
 
     def student_prediction(self, student_params, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         return self.student.apply(student_params, x)
+
+
+@register_network("ptde_student")
+def student_network(spec: dict) -> AgentStep:
+    """The exported policy: trunk + head with the student's z from the agent's own input (no state)."""
+    trunk = Trunk(spec["hidden_dim"])
+    head = QHead(spec["hidden_dim"], spec["n_actions"])
+    student = Student(spec["z_dim"], spec["student_hidden"])
+
+    def step(params, hidden, obs, last_action, avail, agent_index, reset):
+        x = own_input(spec, obs, last_action, avail, agent_index)
+        hidden, h = trunk.apply(params["trunk"], hidden[None], x[None, None], reset[None, None])
+        z = student.apply(params["student"], x)
+        return hidden[0], head.apply(params["head"], h[0, 0], z)
+
+    return step

@@ -213,8 +213,8 @@ CASES: list[BadInputCase] = [
                  r"rollout\.length=3 is shorter than the episode limit"),
     # --- paradigm x environment x backbone -------------------------------------------------------------------
     # Every environment ctde has provides a global state (SMAX, MPE, the toys, LTR's concatenated documents), so
-    # ptde's and ctedd's need for one cannot be violated from the command line; ctedd's check exists for
-    # environments added later (resolve._check_backbone_hosts_paradigm).
+    # ptde's and ctedd's need for one (their `needs_state`) cannot be violated from the command line; the check
+    # exists for environments added later (resolve.check_pairing).
     BadInputCase("igm_da_without_full_obs", "combination", _train("env=toy:two_step", "paradigm=igm_da"),
                  r"paradigm=igm_da needs the privileged view.*full_obs.*toy:two_step does not offer"),
     BadInputCase("ctds_without_full_obs", "combination", _train("env=mpe:simple_spread", "paradigm=ctds"),
@@ -228,13 +228,13 @@ CASES: list[BadInputCase] = [
     BadInputCase("ptde_on_maddpg", "combination", _train("algo=maddpg", "paradigm=ptde"),
                  r"paradigm=ptde is not available on algo=maddpg"),
     BadInputCase("igm_da_on_maddpg", "combination", _train("algo=maddpg", "paradigm=igm_da"),
-                 r"paradigm=igm_da is not available on algo=maddpg"),
+                 r"paradigm=igm_da trains its expert by TD through a mixer, which algo=maddpg does not have"),
     BadInputCase("ctds_on_maddpg", "combination", _train("algo=maddpg", "paradigm=ctds"),
-                 r"paradigm=ctds is not available on algo=maddpg"),
+                 r"paradigm=ctds trains its teacher by TD through a mixer, which algo=maddpg does not have"),
     BadInputCase("ctedd_on_qmix", "combination", _train("algo=qmix", "paradigm=ctedd"),
-                 r"paradigm=ctedd .*algo=qmix has none\. Use algo=maddpg"),
+                 r"paradigm=ctedd .*centralized critic, which algo=qmix does not have\. Use algo=maddpg"),
     BadInputCase("ctedd_on_mappo", "combination", _train("algo=mappo", "paradigm=ctedd"),
-                 r"paradigm=ctedd .*algo=mappo has none\. Use algo=maddpg"),
+                 r"paradigm=ctedd .*centralized critic, which algo=mappo does not have\. Use algo=maddpg"),
     BadInputCase("igm_da_on_mappo", "combination", _train("algo=mappo", "paradigm=igm_da"),
                  r"paradigm=igm_da trains its expert by TD through a mixer, which algo=mappo does not have"),
     BadInputCase("ctds_on_ippo", "combination", _train("algo=ippo", "paradigm=ctds"),

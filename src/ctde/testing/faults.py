@@ -31,6 +31,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from ctde.algos import BACKBONES
+from ctde.training import distill
+from ctde.training.logger import read_metrics
+
 CTDE = [sys.executable, "-m", "ctde.cli"]
 CHECKPOINT_WRITE = re.compile(r"(\d+)\.orbax-checkpoint-tmp")
 
@@ -41,13 +45,9 @@ CHECKPOINT_WRITE = re.compile(r"(\d+)\.orbax-checkpoint-tmp")
 
 def _loss_method(algo: str) -> tuple[type, str]:
     """The class and name of the loss that `algo`'s updates differentiate."""
-    from ctde.algos.maddpg import MADDPG
-    from ctde.algos.mappo import PPO
-    from ctde.algos.value_decomposition import ValueDecomposition
-    from ctde.training.resolve import backbone_family
-
-    return {"value_decomposition": (ValueDecomposition, "td_loss"), "policy_gradient": (PPO, "loss"),
-            "actor_critic": (MADDPG, "loss")}[backbone_family(algo)]
+    entry = BACKBONES[algo]
+    return entry.learner, {"value_decomposition": "td_loss", "policy_gradient": "loss",
+                           "actor_critic": "loss"}[entry.capabilities.family]
 
 
 @contextlib.contextmanager
@@ -74,8 +74,6 @@ def poisoned_loss(algo: str, after_step: int) -> Iterator[None]:
 def poisoned_distillation(after_step: int) -> Iterator[None]:
     """Inside the block, stage 2's student parameters (and so its loss) become NaN after distillation step
     `after_step`."""
-    from ctde.training import distill
-
     original = distill._make_chunk
 
     def make_chunk(*args, **kwargs):
@@ -165,8 +163,6 @@ def _writing(directory: Path) -> list[int]:
 
 
 def _logged_env_steps(run_dir: Path) -> int:
-    from ctde.training.logger import read_metrics
-
     return max((int(row["env_steps"]) for row in read_metrics(run_dir)), default=0)
 
 

@@ -34,11 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ctde.algos import BACKBONES
 from ctde.config import build_config
 from ctde.errors import ConfigError, IncompatibleError
 from ctde.nets.actions import masked_argmax
 from ctde.nets.cadp import CADPAgent
 from ctde.nets.ptde import PersonalizedGlobalInfo, QHead, Trunk
+from ctde.paradigms import PARADIGMS
 from ctde.audit import ACTION_PATHS, AuditReport, audit_policy
 from ctde.policy import DecentralizedPolicy, PolicyNetwork, build_network, own_input, register_network
 
@@ -476,21 +478,33 @@ def audit_planted_leaks(trials: int = 8, leaks: list[str] | None = None) -> list
     return rows
 
 
-PARADIGM_NAMES = ("ctde", "cadp", "ptde", "igm_da", "ctds", "ctedd")
-BACKBONE_NAMES = ("iql", "vdn", "qmix", "qplex", "qtran", "cw_qmix", "ow_qmix", "dmix", "mappo", "ippo", "maddpg")
+# The registries' names (`ctde.paradigms.PARADIGMS`, `ctde.algos.BACKBONES`), read when called: a paradigm
+# registered later (a test's own) is in the matrix too.
+def paradigm_names() -> tuple[str, ...]:
+    return tuple(PARADIGMS)
+
+
+def backbone_names() -> tuple[str, ...]:
+    return tuple(BACKBONES)
+
+
 # Smallest first: toy:hallway (2 agents) has a state and the full_obs view IGM-DA and CTDS need.
 ENV_CANDIDATES = ("toy:hallway", "mpe:simple_tag", "smax:3m")
-# Variants beyond one environment per paradigm x backbone: one network per agent, MADDPG's home (MPE), and
-# continuous actions (tanh actors) on toy:target_sum and on MPE.
-VARIANTS: tuple[Combination, ...] = (
-    *(("ctde", f"{backbone} algo.share_parameters=false", "toy:hallway") for backbone in BACKBONE_NAMES),
-    ("ctde", "maddpg", "mpe:simple_tag"),
-    ("ctedd", "maddpg", "mpe:simple_tag"),
-    ("ctde", "maddpg", "toy:target_sum"),
-    ("ctedd", "maddpg", "toy:target_sum"),
-    ("ctde", "maddpg", "mpe:simple_tag env.continuous_actions=true"),
-    ("ctedd", "maddpg", "mpe:simple_tag env.continuous_actions=true"),
-)
+# Where backbones that act in continuous spaces (MADDPG) also run: their home (MPE), and continuous actions (tanh
+# actors) on toy:target_sum and on MPE.
+CONTINUOUS_CAPABLE_ENVS = ("mpe:simple_tag", "toy:target_sum", "mpe:simple_tag env.continuous_actions=true")
+
+
+def variants() -> list[Combination]:
+    """Combinations beyond one environment per paradigm x backbone (`resolve` may refuse some): one network per
+    agent for the paradigms that declare `per_agent_networks`, on every backbone; every paradigm on the backbones
+    with continuous actions, on `CONTINUOUS_CAPABLE_ENVS`."""
+    per_agent = [(paradigm, f"{backbone} algo.share_parameters=false", "toy:hallway")
+                 for paradigm in paradigm_names() if PARADIGMS[paradigm].per_agent_networks
+                 for backbone in backbone_names()]
+    continuous = [backbone for backbone in backbone_names() if BACKBONES[backbone].capabilities.continuous_actions]
+    return per_agent + [(paradigm, backbone, env) for env in CONTINUOUS_CAPABLE_ENVS for backbone in continuous
+                        for paradigm in paradigm_names()]
 
 
 def _accepted(combination: Combination) -> bool:
@@ -505,14 +519,14 @@ def _accepted(combination: Combination) -> bool:
 
 def real_policy_combinations() -> list[Combination]:
     """Every paradigm x backbone that `resolve` accepts, each on the first of `ENV_CANDIDATES` it accepts, then the
-    accepted `VARIANTS` (one network per agent; MPE; continuous actions)."""
+    accepted `variants()` (one network per agent; MPE; continuous actions)."""
     combinations = []
-    for paradigm in PARADIGM_NAMES:
-        for backbone in BACKBONE_NAMES:
+    for paradigm in paradigm_names():
+        for backbone in backbone_names():
             env = next((env for env in ENV_CANDIDATES if _accepted((paradigm, backbone, env))), None)
             if env is not None:
                 combinations.append((paradigm, backbone, env))
-    combinations += [c for c in VARIANTS if c not in combinations and _accepted(c)]
+    combinations += [c for c in variants() if c not in combinations and _accepted(c)]
     return combinations
 
 
@@ -526,14 +540,6 @@ def exported_network(combination: Combination) -> tuple:
     env = program.env.spec
     return (spec["network"], tuple(spec["inputs"]), bool(env.continuous_actions), spec.get("message_bits", 0),
             spec.get("quantiles", 0) > 0)
-
-
-def one_per_exported_network(combinations: list[Combination] | None = None) -> list[Combination]:
-    """The first combination of each distinct `exported_network` (the backbone does not change the network)."""
-    chosen: dict[tuple, Combination] = {}
-    for combination in combinations or real_policy_combinations():
-        chosen.setdefault(exported_network(combination), combination)
-    return list(chosen.values())
 
 
 def audit_real_policies(combinations: list[Combination] | None = None, trials: int = 4, seeds: int = 2

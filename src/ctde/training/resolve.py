@@ -6,18 +6,24 @@ Runs before anything compiles: every impossible value or combination fails here 
 from __future__ import annotations
 
 import copy
+import importlib.util
+import sys
 import time
+from pathlib import Path
 
-from ctde.config import TrainConfig, to_dict
+from ctde.algos import BACKBONES, BackboneEntry
+from ctde.config import AlgoConfig, LTRConfig, TrainConfig, to_dict
+from ctde import envs
+from ctde.envs import check_env, split_id
+from ctde.envs.base import EnvSpec
+from ctde.envs.host import FULL_SIGHT_REFUSALS, is_host_family, refuse_views
+from ctde.envs.smax import HARD_MAPS
 from ctde.errors import ConfigError, IncompatibleError, require
+from ctde.paradigms import PARADIGMS, Paradigm
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
     """Validate `config` and return a copy with defaults that depend on the map filled in."""
-    from ctde.algos import BACKBONES
-    from ctde.envs import check_env, make_env, split_id
-    from ctde.paradigms import PARADIGMS
-
     config = copy.deepcopy(config)
     check_env(config.env, config.ltr)
     algo, rollout, ev, log = config.algo, config.rollout, config.eval, config.log
@@ -26,7 +32,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
     paradigm = PARADIGMS[config.paradigm.name]
     _check_host_side(config, paradigm)
-    spec = make_env(config.env, ltr_options=config.ltr).spec  # cheap: builds no JAX program (LTR data: read once)
+    spec = envs.make_env(config.env, ltr_options=config.ltr).spec  # cheap: builds no JAX program (LTR data: read once)
     missing = [view for view in paradigm.required_views if view not in spec.available_views]
     if missing:
         offered = ", ".join(spec.available_views) or "none"
@@ -69,12 +75,12 @@ def resolve(config: TrainConfig) -> TrainConfig:
     _check_step_counts(config)
     _check_out(config.out)
     _check_wandb(config)
-    kind = backbone_family(algo.name)
+    kind = BACKBONES[algo.name].capabilities.family
     on_policy = kind == "policy_gradient"
     _refuse_unused_options(config)
     _refuse_other_paradigm_options(config)
     _refuse_ltr_options_elsewhere(config)
-    _check_backbone_hosts_paradigm(config, kind, spec)
+    check_pairing(config, paradigm, spec)
     if on_policy:
         ppo = config.ppo
         if rollout.auto_reset is False:
@@ -108,8 +114,6 @@ def resolve(config: TrainConfig) -> TrainConfig:
 
     family, name = split_id(config.env.id)
     if algo.epsilon_anneal_steps is None and kind == "value_decomposition":
-        from ctde.envs.smax import HARD_MAPS
-
         algo.epsilon_anneal_steps = 500_000 if family in ("smax", "smac", "smaclite") and name in HARD_MAPS else 50_000
     if config.env.episode_limit is None and family in ("smax", "mpe"):
         config.env.episode_limit = spec.episode_limit
@@ -139,9 +143,6 @@ def _check_wandb(config: TrainConfig) -> None:
     only when enabled)."""
     if not config.log.wandb:
         return
-    import importlib.util
-    import sys
-
     # Already imported (or a stand-in put there by a test) counts; find_spec would refuse a module without a spec.
     if sys.modules.get("wandb") is None and importlib.util.find_spec("wandb") is None:
         raise ConfigError("log.wandb=true needs the wandb package, which is not installed: pip install "
@@ -156,8 +157,6 @@ def _check_out(out: str | None) -> None:
     before anything is written (the runner would otherwise stop with an OS error's traceback)."""
     if out is None:
         return
-    from pathlib import Path
-
     path = Path(out).expanduser()
     for candidate in (path, *path.parents):
         if candidate.is_dir():
@@ -185,21 +184,17 @@ ALGO_OPTIONS_READ_BY_NAME = {
     **{k: ("cw_qmix", "ow_qmix") for k in ("wqmix_alpha", "central_embed", "central_hidden", "central_loss_weight")},
     **{k: ("dmix",) for k in ("quantiles", "quantile_kappa")},
 }
-SECTIONS_READ_BY = {"ppo": ("policy_gradient", "algo=mappo or algo=ippo"), "maddpg": ("actor_critic", "algo=maddpg")}
 
 
-def backbone_family(algo_name: str) -> str:
-    from ctde.algos import ACTOR_CRITIC, POLICY_GRADIENT
-
-    if algo_name in POLICY_GRADIENT:
-        return "policy_gradient"
-    return "actor_critic" if algo_name in ACTOR_CRITIC else "value_decomposition"
+def _algos(names, notes: dict[str, str] | None = None) -> str:
+    """'algo=a', 'algo=a or algo=b', 'algo=a, algo=b or algo=c'; `notes` adds ' (note)' after a name."""
+    notes = notes or {}
+    names = [f"algo={name}" + (f" ({notes[name]})" if name in notes else "") for name in names]
+    return " or ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _refuse_unused_options(config: TrainConfig) -> None:
-    from ctde.config import AlgoConfig
-
-    family = backbone_family(config.algo.name)
+    family = BACKBONES[config.algo.name].capabilities.family
     defaults = AlgoConfig()
     changed = [f"algo.{k}" for k, families in ALGO_OPTIONS_READ_BY.items()
                if family not in families and getattr(config.algo, k) != getattr(defaults, k)]
@@ -213,9 +208,12 @@ def _refuse_unused_options(config: TrainConfig) -> None:
             raise ConfigError(f"algo.{key} is read only by {' and '.join(f'algo={r}' for r in readers)}; algo="
                               f"{config.algo.name} would ignore it. Remove it or choose "
                               f"{' or '.join(f'algo={r}' for r in readers)}.")
-    for name, (reader, who) in SECTIONS_READ_BY.items():
-        if family == reader:
+    # The sections of backbones' own options (ppo, maddpg): set for another backbone, they are refused too.
+    for name in dict.fromkeys(entry.section for entry in BACKBONES.values() if entry.section):
+        readers = [algo for algo, entry in BACKBONES.items() if entry.section == name]
+        if config.algo.name in readers:
             continue
+        who = _algos(readers)
         section = getattr(config, name)
         section_defaults = to_dict(type(section)())
         changed = [f"{name}.{k}" for k, v in to_dict(section).items() if v != section_defaults[k]]
@@ -224,32 +222,56 @@ def _refuse_unused_options(config: TrainConfig) -> None:
                               f"them. Remove them or choose {who}.")
 
 
-def _check_backbone_hosts_paradigm(config: TrainConfig, family: str, spec) -> None:
-    """MADDPG hosts the paradigms whose networks are policies over a centralized critic (plain CTDE and CTEDD);
-    CTEDD's global policies are trained by DDPG-style updates, so it needs MADDPG and a global state."""
-    paradigm = config.paradigm.name
-    if not config.algo.share_parameters and paradigm != "ctde":
-        raise ConfigError(f"algo.share_parameters=false is available with paradigm=ctde; paradigm={paradigm} "
-                          f"shares its agent networks. Remove algo.share_parameters or use paradigm=ctde.")
-    if spec.continuous_actions and family != "actor_critic":
-        raise IncompatibleError(f"{spec.id} has continuous actions (env.continuous_actions=true) and algo="
-                                f"{config.algo.name} chooses among discrete ones. Use algo=maddpg, or drop "
-                                f"env.continuous_actions.")
-    if family == "actor_critic" and paradigm not in ACTOR_CRITIC_PARADIGMS:
-        raise IncompatibleError(f"paradigm={paradigm} is not available on algo={config.algo.name}; it hosts "
-                                f"{' and '.join(ACTOR_CRITIC_PARADIGMS)}. Choose one of those, or a "
-                                f"value-decomposition or MAPPO backbone for {paradigm}.")
-    if paradigm == "ctedd" and family != "actor_critic":
-        raise IncompatibleError(f"paradigm=ctedd trains its global policies with DDPG-style updates through a "
-                                f"centralized critic; algo={config.algo.name} has none. Use algo=maddpg.")
-    if paradigm == "ctedd" and spec.state_dim < 1:
-        raise IncompatibleError(f"paradigm=ctedd needs a global state for its global policies, and {spec.id} "
+FAMILY_WORDS = {"value_decomposition": "value-decomposition", "policy_gradient": "policy-gradient (MAPPO, IPPO)",
+                "actor_critic": "actor-critic (MADDPG)"}
+
+
+def _meets(paradigm: type[Paradigm], entry: BackboneEntry) -> bool:
+    """Whether backbone `entry` has what `paradigm` declares it needs."""
+    caps = entry.capabilities
+    return (caps.family in paradigm.backbone_families and (entry.mixer or not paradigm.needs_mixer)
+            and (caps.igm or not paradigm.needs_igm))
+
+
+def check_pairing(config: TrainConfig, paradigm: type[Paradigm], spec: EnvSpec) -> None:
+    """The one check of a paradigm against the backbone and the environment: what the paradigm declares it needs
+    (`ctde.paradigms.base.Paradigm`: backbone families, mixer, IGM, global state, per-agent networks) against
+    what the backbone declares it is (`ctde.algos.BACKBONES`: capabilities) and what the environment offers.
+    Each refusal says why (the paradigm's `reasons`) and which choices would work."""
+    name, algo = paradigm.name, config.algo.name
+    entry = BACKBONES[algo]
+    caps = entry.capabilities
+    fits = _algos([a for a, e in BACKBONES.items() if _meets(paradigm, e)], paradigm.backbone_notes)
+    if not config.algo.share_parameters and not paradigm.per_agent_networks:
+        hosts = " or ".join(f"paradigm={p}" for p, cls in PARADIGMS.items() if cls.per_agent_networks)
+        raise ConfigError(f"algo.share_parameters=false is available with {hosts}; paradigm={name} shares its agent "
+                          f"networks. Remove algo.share_parameters or use {hosts}.")
+    if spec.continuous_actions and not caps.continuous_actions:
+        able = [a for a, e in BACKBONES.items() if e.capabilities.continuous_actions]
+        raise IncompatibleError(f"{spec.id} has continuous actions (env.continuous_actions=true) and algo={algo} "
+                                f"chooses among discrete ones. Use {_algos(able)}, or drop env.continuous_actions.")
+    if caps.family not in paradigm.backbone_families:
+        if "backbone" in paradigm.reasons:
+            raise IncompatibleError(f"paradigm={name} {paradigm.reasons['backbone']}, which algo={algo} does not "
+                                    f"have. Use {fits}.")
+        hosted = [p for p, cls in PARADIGMS.items() if caps.family in cls.backbone_families]
+        families = " or ".join(FAMILY_WORDS[f] for f in paradigm.backbone_families)
+        raise IncompatibleError(f"paradigm={name} is not available on algo={algo}; it hosts {' and '.join(hosted)}. "
+                                f"Choose one of those, or a {families} backbone for {name}.")
+    if paradigm.needs_mixer and not entry.mixer:
+        raise IncompatibleError(f"paradigm={name} {paradigm.reasons.get('mixer', 'needs a mixer')}; algo={algo} has "
+                                f"no mixer. Use {fits}.")
+    if paradigm.needs_igm and not caps.igm:
+        raise IncompatibleError(f"paradigm={name} {paradigm.reasons.get('igm', 'needs an IGM joint value')}; "
+                                f"algo={algo}'s joint value is not IGM by construction (its maximum need not be at "
+                                f"the agents' greedy actions). Use an IGM backbone: {fits}.")
+    if paradigm.needs_state and spec.state_dim < 1:
+        why = paradigm.reasons.get("state", "")
+        raise IncompatibleError(f"paradigm={name} needs a global state{' ' + why if why else ''}, and {spec.id} "
                                 f"provides none. Choose an environment with a global state (e.g. mpe:simple_tag).")
 
 
 def _refuse_ltr_options_elsewhere(config: TrainConfig) -> None:
-    from ctde.config import LTRConfig
-
     if config.env.id.startswith("ltr:"):
         return
     defaults = to_dict(LTRConfig())
@@ -259,19 +281,13 @@ def _refuse_ltr_options_elsewhere(config: TrainConfig) -> None:
                           f"environments, but env={config.env.id}. Use env=ltr:<file or folder> or remove them.")
 
 
-# Paradigms the actor-critic backbone hosts.
-ACTOR_CRITIC_PARADIGMS = ("ctde", "ctedd")
-
-
 def _refuse_other_paradigm_options(config: TrainConfig) -> None:
     """A paradigm's own section (`cadp.*`, `ptde.*`, ...) set while another paradigm is chosen is a mistake."""
-    from ctde.paradigms import PARADIGMS
-
-    for name in PARADIGMS:
-        if name == config.paradigm.name or not hasattr(config, name):
+    for name, paradigm in PARADIGMS.items():
+        if name == config.paradigm.name or paradigm.options is None:
             continue
         section = getattr(config, name)
-        defaults = to_dict(type(section)())
+        defaults = to_dict(paradigm.options())
         changed = [f"{name}.{k}" for k, v in to_dict(section).items() if v != defaults[k]]
         if changed:
             verb, them = ("configures", "it") if len(changed) == 1 else ("configure", "them")
@@ -281,19 +297,16 @@ def _refuse_other_paradigm_options(config: TrainConfig) -> None:
 
 def _check_host_side(config: TrainConfig, paradigm) -> None:
     """What the host loop (`ctde.training.host`: SMAC, SMAClite, GRF, hostenv) can run, refused with the reason."""
-    from ctde.envs import split_id
-    from ctde.envs.host import FULL_SIGHT_REFUSALS, is_host_family, refuse_views
-
     family, name = split_id(config.env.id)
     if not is_host_family(family):
         if config.rollout.host_processes is not None:
             raise ConfigError(f"rollout.host_processes places host-side environments (smac, smaclite, grf, hostenv) "
                               f"in processes; {config.env.id} runs inside JAX. Remove rollout.host_processes.")
         return
-    kind = backbone_family(config.algo.name)
+    kind = BACKBONES[config.algo.name].capabilities.family
     episode_replay = kind in ("value_decomposition", "actor_critic")  # MAPPO's rollouts do have a length
     if episode_replay and (config.rollout.auto_reset or config.rollout.length is not None):
-        raise ConfigError(f"rollout.auto_reset and rollout.length do not apply to host-side environments: the host "
-                          f"loop collects one whole episode per environment. Remove them.")
+        raise ConfigError("rollout.auto_reset and rollout.length do not apply to host-side environments: the host "
+                          "loop collects one whole episode per environment. Remove them.")
     if paradigm.required_views and family in FULL_SIGHT_REFUSALS:
         refuse_views(config.env.id, paradigm.required_views, FULL_SIGHT_REFUSALS[family])
