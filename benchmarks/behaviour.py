@@ -6,7 +6,7 @@
 Each run trains through `ctde.training.runner.train` at a small budget (one seed; compile time dominates) and is
 fingerprinted by: its metric rows (metrics.jsonl and, for two-stage paradigms, distill_metrics.jsonl) without wall
 times, kept whole so a difference names the first row and key; and the SHA-256 of the exported policy's parameter
-file (policy/params.msgpack) and of distill.json. The runs cover what issue 35's redesign touches: QMIX, CADP,
+file (policy/params.msgpack) and of distill.json without its wall time. The runs cover what issue 35's redesign touches: QMIX, CADP,
 PTDE (both stages), IGM-DA and CTDS on SMAX 3m; MAPPO with CADP; MADDPG with CTEDD on MPE; QMIX and MAPPO on the
 host loop's test environment; QMIX on Learning to Rank.
 
@@ -70,6 +70,24 @@ def _sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
+def _timeless(value):
+    """A JSON value without its wall times (keys "seconds", "*_seconds", "*wall*"), at any depth."""
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items()
+                if k != "seconds" and not k.endswith("_seconds") and "wall" not in k}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    return value
+
+
+def _json_sha256(path: Path) -> str | None:
+    """sha256 of a JSON file's content without wall times (distill.json records the stage's duration)."""
+    if not path.exists():
+        return None
+    content = json.dumps(_timeless(json.loads(path.read_text())), sort_keys=True)
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
 def fingerprint(name: str) -> dict:
     from ctde.training.runner import train
 
@@ -81,7 +99,7 @@ def fingerprint(name: str) -> dict:
                 "metrics": _rows(run_dir / "metrics.jsonl"),
                 "distill_metrics": _rows(run_dir / "distill_metrics.jsonl"),
                 "policy_params_sha256": _sha256(run_dir / "policy" / "params.msgpack"),
-                "distill_json_sha256": _sha256(run_dir / "distill.json")}
+                "distill_json_sha256": _json_sha256(run_dir / "distill.json")}
 
 
 def environment() -> dict:
