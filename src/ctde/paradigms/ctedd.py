@@ -28,6 +28,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from ctde import envs
 from ctde.config import DistillationOptions, option
 from ctde.errors import IncompatibleError, require
 from ctde.nets.actions import masked_logits, sample_softmax, tanh_with_noise
@@ -88,10 +89,8 @@ class CTEDD(Paradigm):
 
     @classmethod
     def resolve_options(cls, config) -> None:
-        from ctde.envs import make_env
-
         options = config.ctedd
-        continuous = make_env(config.env, ltr_options=config.ltr).spec.continuous_actions
+        continuous = envs.make_env(config.env, ltr_options=config.ltr).spec.continuous_actions
         if continuous and options.entropy_coef:
             raise IncompatibleError(f"ctedd.entropy_coef={options.entropy_coef}: with continuous actions the global "
                                     f"policies are deterministic tanh actors, which have no entropy. Remove it (0 is "

@@ -33,7 +33,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctde.cli import main
 from ctde.envs.host import importable
+from ctde.training.runner import train
 
 # The base run every `needs_run` case copies: the cheapest run that still writes every artifact (config,
 # metrics, a checkpoint, the exported policy and its audit).
@@ -424,8 +426,6 @@ assert len({case.name for case in CASES}) == len(CASES), "case names must be uni
 
 def make_base_run(directory: Path) -> Path:
     """Train the tiny base run (`BASE_RUN_OPTIONS`) into directory/"base" and return its path."""
-    from ctde.training.runner import train
-
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / "base"
@@ -484,8 +484,6 @@ def call_cli(argv: list[str]) -> tuple[int, str, str]:
 
     argparse's errors exit through SystemExit (its code is the status); an exception that escapes `main` is
     what a real process would print as a traceback with status 1, so it is formatted into stderr likewise."""
-    from ctde.cli import main
-
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

@@ -43,6 +43,8 @@ from ctde.nets.ptde import PersonalizedGlobalInfo, QHead, Trunk
 from ctde.paradigms import PARADIGMS
 from ctde.audit import ACTION_PATHS, AuditReport, audit_policy
 from ctde.policy import DecentralizedPolicy, PolicyNetwork, build_network, own_input, register_network
+from ctde.training.resolve import resolve
+from ctde.training.runner import build_program, export, seed_keys
 
 Combination = tuple[str, str, str]  # (paradigm, backbone, env), each optionally followed by overrides
 
@@ -392,16 +394,11 @@ def combination_overrides(combination: Combination) -> list[str]:
 
 
 def _program(combination: Combination, seeds: int):
-    from ctde.training.program import build_program
-    from ctde.training.resolve import resolve
-
     return build_program(resolve(build_config([*combination_overrides(combination), f"seeds={seeds}"])))
 
 
 def _export(program, agent_params: Any) -> DecentralizedPolicy:
     """The run's own export path (`ctde.training.runner.export`), into a directory that is thrown away."""
-    from ctde.training.runner import export
-
     with tempfile.TemporaryDirectory() as run_dir:
         return export(run_dir, program=program, agent_params=agent_params)
 
@@ -410,8 +407,6 @@ def real_policy(combination: Combination, seeds: int = 2) -> DecentralizedPolicy
     """The exported policy of `combination` as a run would export it right after initialization: the program's
     `init` for `seeds` seeds (`ctde.training.runner.seed_keys`), the backbone's agent parameters, then
     `ctde.training.runner.export`. (PTDE's and CTEDD's students are the same networks after distillation.)"""
-    from ctde.training.runner import seed_keys
-
     program = _program(combination, seeds)
     state = program.init(seed_keys(program.config))
     return _export(program, program.backbone.agent_params(state.learner))
@@ -421,8 +416,6 @@ def real_policy(combination: Combination, seeds: int = 2) -> DecentralizedPolicy
 def honest_base(network: str, seeds: int = 2) -> DecentralizedPolicy:
     """The honest exported policy a leak starts from (`LEAK_BASES[network]`), from the paradigm's own `init` per
     seed (cheaper than the whole program's, and the same network) through the run's export path."""
-    from ctde.training.runner import seed_keys
-
     program = _program(LEAK_BASES[network], seeds)
     params = jax.vmap(program.paradigm.init)(seed_keys(program.config))
     policy = _export(program, params)
@@ -508,8 +501,6 @@ def variants() -> list[Combination]:
 
 
 def _accepted(combination: Combination) -> bool:
-    from ctde.training.resolve import resolve
-
     try:
         resolve(build_config(combination_overrides(combination)))
     except (ConfigError, IncompatibleError):
