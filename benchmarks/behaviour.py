@@ -48,11 +48,11 @@ RUNS: dict[str, tuple[str, ...]] = {
     "ctds_qmix_smax_3m": (*SMAX, "algo=qmix", "paradigm=ctds", "env.sight_range=0"),
     "cadp_mappo_smax_3m": ("env=smax:3m", "seeds=1", "steps=4096", "eval.interval=2048", "eval.episodes=8",
                            "algo=mappo", "paradigm=cadp", "cadp.prune_start=2048", "rollout.num_envs=8",
-                           "rollout.length=128", "ppo.chunk_length=16"),
+                           "rollout.length=128", "ppo.segment_length=16"),
     "ctedd_maddpg_mpe_tag": ("env=mpe:simple_tag", "seeds=1", "steps=2000", "eval.interval=1000", "eval.episodes=8",
                              "algo=maddpg", "paradigm=ctedd", "ctedd.distill_episodes=8", "ctedd.distill_steps=100"),
     "qmix_host": (*HOST, "algo=qmix", "algo.batch_size=4", "algo.buffer_size=32"),
-    "mappo_host": (*HOST, "algo=mappo", "rollout.length=20", "ppo.chunk_length=10", "ppo.minibatches=2"),
+    "mappo_host": (*HOST, "algo=mappo", "rollout.length=20", "ppo.segment_length=10", "ppo.minibatches=2"),
     "qmix_ltr": (f"env=ltr:{LTR_DATA}", "seeds=1", "steps=2000", "eval.interval=1000", "eval.episodes=8",
                  "algo=qmix", "ltr.docs_per_query=6", "ltr.k=6"),
 }

@@ -39,7 +39,7 @@ def build(env_id: str, num_envs: int, processes: bool):
     import jax
 
     from ctde.config import build_config
-    from ctde.training.program import build_program
+    from ctde.training.runner import build_program
     from ctde.training.resolve import resolve
 
     config = resolve(build_config([f"env={env_id}", "algo=qmix", f"rollout.num_envs={num_envs}", "algo.batch_size=8",

@@ -48,7 +48,8 @@ from jax.extend import core as jax_core
 from throughput import RESULTS, SETTINGS, alternate_with_env_only, best_time, peak_rate
 from ctde.config import build_config
 from ctde.training import cpu_kernels
-from ctde.training.program import build_program
+from ctde.algos.base import collect_and_learn
+from ctde.training.runner import build_program
 from ctde.training.resolve import resolve
 from ctde.training.runner import seed_keys
 
@@ -151,12 +152,12 @@ def measure_case(name: str, overrides: list[str], map_name: str, repeats: int, p
     program = build_program(config)
     backbone = program.backbone
     learner = jax.tree.map(lambda x: x[0], program.init(seed_keys(config)).learner)
-    closed = jax.make_jaxpr(lambda s: backbone.iteration(s))(learner)
+    closed = jax.make_jaxpr(lambda s: collect_and_learn(backbone, program.env, s))(learner)
     # Dead code out first, as XLA removes it: e.g. the input gradient of a first layer, which a custom
     # derivative (bfloat16 matmuls) computes and nothing uses. (A JAX-internal pass; benchmarks only.)
     live, _ = partial_eval.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
     dots = count_dots(live)
-    steps = backbone.num_envs * backbone.length
+    steps = backbone.rollout.num_envs * backbone.rollout.length
     flops = total_flops(dots)
     print(f"{name}: {steps} env steps per iteration, {flops / 1e9:.1f} GFLOP of matmuls "
           f"({flops / steps / 1e6:.2f} MFLOP per env step), {len(dots)} distinct products; timing them...", flush=True)

@@ -159,7 +159,7 @@ NAN_RUNS = {
     "cw_qmix": ["env=toy:hallway", "algo.buffer_size=200", "algo.epsilon_anneal_steps=1000"],
     "ow_qmix": ["env=toy:hallway", "algo.buffer_size=200", "algo.epsilon_anneal_steps=1000"],
     "dmix": ["env=toy:hallway", "algo.buffer_size=200", "algo.epsilon_anneal_steps=1000"],
-    "mappo": ["env=toy:hallway", "rollout.num_envs=4", "rollout.length=50", "ppo.chunk_length=10",
+    "mappo": ["env=toy:hallway", "rollout.num_envs=4", "rollout.length=50", "ppo.segment_length=10",
               "ppo.minibatches=2"],
     "maddpg": ["env=mpe:simple_tag", "algo.buffer_size=200"],
 }

@@ -231,7 +231,7 @@ def evaluate_run(run_dir: Path, models: list[str], seeds: int) -> tuple[dict, np
     import jax
 
     from ctde.experiments.ranking import mean_ndcg
-    from ctde.training.program import build_program
+    from ctde.training.runner import build_program
     from ctde.training.resolve import resolve
     from ctde.training.runner import load_run_config, restore_agent_params
 

@@ -60,7 +60,8 @@ import jax.numpy as jnp
 
 from ctde.config import build_config
 from ctde.envs import make_env
-from ctde.training.program import build_program
+from ctde.algos.base import collect_and_learn
+from ctde.training.runner import build_program
 from ctde.training.resolve import resolve
 from ctde.training import cpu_kernels
 from ctde.training.runner import seed_keys
@@ -207,7 +208,7 @@ def compiled_training(map_name: str, overrides: list[str], iterations: int) -> T
 
     def run(learner):
         def body(learner, _):
-            learner, stats, metrics, n_updates = backbone.iteration(learner)
+            learner, stats, metrics, n_updates = collect_and_learn(backbone, program.env, learner)
             return learner, n_updates
         return jax.lax.scan(body, learner, None, length=iterations)
 
@@ -242,7 +243,7 @@ def alternate_with_env_only(map_name: str, overrides: list[str], repeats: int) -
     program = compiled_training(map_name, overrides, 1)
     config = resolve(build_config([f"env=smax:{map_name}", "algo=qmix", *overrides]))
     backbone = build_program(config).backbone  # (its rollout length: value decomposition's is the episode limit)
-    num_envs, steps = backbone.num_envs, backbone.length
+    num_envs, steps = backbone.rollout.num_envs, backbone.rollout.length
     ceilings = {k: env_only_program(map_name, num_envs, steps, k) for k in CEILING_KERNELS}
     for fn in ceilings.values():
         jax.block_until_ready(fn(jax.random.PRNGKey(0)))
@@ -298,7 +299,7 @@ def ours_whole_run(map_name: str, overrides: list[str], rollouts: int, repeats: 
     ending in a single greedy episode)."""
     probe = build_program(resolve(build_config([f"env=smax:{map_name}", "algo=qmix", "out=/tmp/unused",
                                                 *overrides]))).backbone
-    steps = rollouts * probe.num_envs * probe.length
+    steps = rollouts * probe.rollout.num_envs * probe.rollout.length
     config = resolve(build_config([f"env=smax:{map_name}", "algo=qmix", "seeds=1", "out=/tmp/unused", f"steps={steps}",
                                    f"eval.interval={steps}", "eval.episodes=1", "log.chunk_evals=1", *overrides]))
     # (overrides come last, so "algo=mappo" among them selects MAPPO)
@@ -332,7 +333,7 @@ def maddpg_paired(env_id: str, overrides: list[str], steps: int, repeats: int) -
     config = resolve(build_config([f"env={env_id}", "algo=maddpg", "seeds=1", "out=/tmp/unused", f"steps={steps}",
                                    f"eval.interval={steps}", "eval.episodes=1", "log.chunk_evals=1", *overrides]))
     program = build_program(config)
-    num_envs, length = program.backbone.num_envs, program.backbone.length
+    num_envs, length = program.backbone.rollout.num_envs, program.backbone.rollout.length
     total = jnp.int32(steps)
     compiled, compile_seconds, placement = compile_training_chunk(program, total)
     env_steps_per_rollout = -(-steps // num_envs)  # per environment

@@ -7,7 +7,7 @@ import pytest
 
 from ctde.config import ConfigError, build_config
 from ctde.training import cpu_kernels
-from ctde.training.program import build_program
+from ctde.training.runner import build_program
 from ctde.training.resolve import resolve
 
 YNN_FIELD = "xla_cpu_experimental_ynn_fusion_type"

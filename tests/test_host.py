@@ -120,7 +120,7 @@ def test_mappo_on_the_host_loop_resumes_exactly(run_training, tmp_path):
     # Fixed-length rollouts of continuing episodes (auto-reset on the host), consumed by MAPPO's unchanged epochs;
     # every block starts fresh episodes, so a resumed run (here in worker processes) repeats the whole one.
     ppo = (f"env={TINY}", "algo=mappo", "eval.interval=100", "eval.episodes=2", "rollout.num_envs=2",
-           "log.chunk_evals=1", "rollout.length=20", "ppo.chunk_length=10", "ppo.minibatches=2")
+           "log.chunk_evals=1", "rollout.length=20", "ppo.segment_length=10", "ppo.minibatches=2")
     whole = run_training(*ppo, "steps=200", "rollout.host_processes=false", name="whole")
     assert whole.summary["decentralization audit"].startswith("PASS")
     assert all(r["updates"] > 0 and r["train/episodes"] > 0 for r in whole.rows)

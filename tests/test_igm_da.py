@@ -52,7 +52,7 @@ def test_target_bootstraps_at_the_students_greedy_action_and_at_the_experts_in_b
                            "algo.epsilon_anneal_steps=1000"])
     env = make_env(config.env, views=("full_obs",))
     paradigm = TableIGMDA(config, env.spec)
-    assert (paradigm.collect_model, paradigm.select_model, paradigm.td_model) == (collector, collector, "expert")
+    assert (paradigm.collect_model, paradigm.select_model, paradigm.learned_model) == (collector, collector, "expert")
     learner = ValueDecomposition(config, env, paradigm)
     expert = jnp.array([[1.0, 5.0, 2.0, 0.0, 0.0],    # greedy: action 1
                         [3.0, 0.0, 4.0, 0.0, 0.0]])   # greedy: action 2

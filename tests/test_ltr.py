@@ -395,7 +395,7 @@ def test_ptde_learns_to_rank_and_beats_random_scores(run_training, tmp_path):
     """PTDE end to end on a tiny LTR file (VDN, 3,000 training queries): over every test query, the exported student
     (KD) beats uniformly random scores by at least 0.1 NDCG@6, and the teacher beats them too."""
     from ctde.experiments.ranking import mean_ndcg
-    from ctde.training.program import build_program
+    from ctde.training.runner import build_program
     from ctde.training.runner import load_run_config, restore_agent_params
 
     data = _synthetic_ranking_file(tmp_path / "ranking.txt")

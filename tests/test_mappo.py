@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ctde.algos.mappo import ValueNorm, chunk_starts, clipped_surrogate, gae
+from ctde.algos.base import rollout_of
+from ctde.algos.mappo import ValueNorm, segment_starts, clipped_surrogate, gae
 
 
 def test_gae_by_hand_with_terminal_and_episode_end():
@@ -69,32 +70,33 @@ def test_value_norm_round_trip_and_statistics():
 
 
 def test_minibatches_keep_all_agents_of_an_environment_step_together():
-    """Chunks are indexed by (environment, first step) and carry every agent: shuffling permutes chunks, never
+    """Segments are indexed by (environment, first step) and carry every agent: shuffling permutes segments, never
     agents. Checked on the prepared data of a real rollout."""
     from ctde.config import build_config
-    from ctde.training.program import build_program
+    from ctde.training.runner import build_program
     from ctde.training.resolve import resolve
 
     config = resolve(build_config(["env=smax:3m", "algo=mappo", "rollout.num_envs=4", "rollout.length=20",
-                                   "ppo.chunk_length=5", "ppo.minibatches=2", "out=/tmp/unused"]))
+                                   "ppo.segment_length=5", "ppo.minibatches=2", "out=/tmp/unused"]))
     program = build_program(config)
     backbone = program.backbone
     state = backbone.init(jax.random.PRNGKey(0))
 
-    trajectory, _, rollout = backbone.collect(state, jax.random.PRNGKey(1))
-    chunks, _ = backbone.prepare(state, trajectory, rollout.carry[1])
-    env_of, first = chunk_starts(4, 20, 5)
-    assert chunks["inputs"].obs.shape == (16, 5, 3, program.env.spec.obs_dim)  # [chunks, steps, agents, obs]
+    collected = rollout_of(backbone, program.env, state, jax.random.PRNGKey(1))
+    trajectory = collected.trajectory
+    segments, _ = backbone.prepare(state, trajectory, collected.final_carry[1])
+    env_of, first = segment_starts(4, 20, 5)
+    assert segments["inputs"].obs.shape == (16, 5, 3, program.env.spec.obs_dim)  # [segments, steps, agents, obs]
     for k in range(16):
         e, t0 = int(env_of[k]), int(first[k])
-        np.testing.assert_array_equal(np.asarray(chunks["inputs"].obs[k]), np.asarray(trajectory.obs[e, t0:t0 + 5]))
-        np.testing.assert_array_equal(np.asarray(chunks["action"][k]), np.asarray(trajectory.action[e, t0:t0 + 5]))
-        # The recurrent states each chunk starts from are the ones the actor held before step t0 in env e.
+        np.testing.assert_array_equal(np.asarray(segments["inputs"].obs[k]), np.asarray(trajectory.obs[e, t0:t0 + 5]))
+        np.testing.assert_array_equal(np.asarray(segments["action"][k]), np.asarray(trajectory.action[e, t0:t0 + 5]))
+        # The recurrent states each segment starts from are the ones the actor held before step t0 in env e.
         for recorded, name in zip(trajectory.segment_carry, ("agent_carry", "critic_carry")):
-            np.testing.assert_array_equal(np.asarray(chunks[name][k]), np.asarray(recorded[e, t0 // 5]))
+            np.testing.assert_array_equal(np.asarray(segments[name][k]), np.asarray(recorded[e, t0 // 5]))
     order = jax.random.permutation(jax.random.PRNGKey(2), 16).reshape(2, 8)
     for minibatch in np.asarray(order):
-        picked = np.asarray(chunks["inputs"].obs[minibatch])  # [8, 5, 3, obs]: whole agent sets per chunk
+        picked = np.asarray(segments["inputs"].obs[minibatch])  # [8, 5, 3, obs]: whole agent sets per segment
         assert picked.shape[2] == 3
 
 
@@ -103,11 +105,11 @@ def test_state_value_is_one_per_environment_and_agent_specific_one_per_agent(cri
     """MAPPO's EP value V(s) reads the global state alone, so it is run once per environment and shared by the
     agents; the agent-specific value reads each agent's own input and differs between agents."""
     from ctde.config import build_config
-    from ctde.training.program import build_program
+    from ctde.training.runner import build_program
     from ctde.training.resolve import resolve
 
     config = resolve(build_config(["env=toy:hallway", "algo=mappo", "rollout.num_envs=2", "rollout.length=8",
-                                   "ppo.chunk_length=4", f"ppo.critic_input={critic_input}", "out=/tmp/unused"]))
+                                   "ppo.segment_length=4", f"ppo.critic_input={critic_input}", "out=/tmp/unused"]))
     program = build_program(config)
     backbone, spec = program.backbone, program.env.spec
     state = backbone.init(jax.random.PRNGKey(0))
@@ -117,7 +119,7 @@ def test_state_value_is_one_per_environment_and_agent_specific_one_per_agent(cri
     heads = 1 if critic_input == "state" else spec.n_agents
     assert state.rollout.carry[1].shape == (2, heads, config.algo.hidden_dim)
 
-    trajectory, _, rollout = backbone.collect(state, jax.random.PRNGKey(1))
+    trajectory = rollout_of(backbone, program.env, state, jax.random.PRNGKey(1)).trajectory
     values = np.asarray(trajectory.extras["value"])  # [E, T + 1, n]
     assert values.shape[-1] == spec.n_agents == 2
     spread = np.abs(values - values[..., :1]).max()
@@ -130,12 +132,12 @@ def test_state_value_is_one_per_environment_and_agent_specific_one_per_agent(cri
 @pytest.mark.parametrize("paradigm", ["ctde", "cadp"])
 def test_a_minibatch_processed_in_slices_makes_the_same_update(paradigm):
     """`algo.slice_rows` only changes how a minibatch's gradient is computed (summed over weighted slices of
-    chunks), not what it is: parameters, losses and metrics after one update match the single-pass update.
+    segments), not what it is: parameters, losses and metrics after one update match the single-pass update.
     CADP's pruning term is switched on from step 0, so its auxiliary loss is part of the comparison. SMAX 3m
     after a rollout has dead agents and finished episodes, so slices count different numbers of steps."""
     from ctde.algos.slicing import slice_count
     from ctde.config import build_config
-    from ctde.training.program import build_program
+    from ctde.training.runner import build_program
     from ctde.training.resolve import resolve
 
     assert slice_count(16, 15, 0) == 1 and slice_count(16, 15, 240) == 1
@@ -143,18 +145,19 @@ def test_a_minibatch_processed_in_slices_makes_the_same_update(paradigm):
 
     def one_update(slice_rows):
         config = resolve(build_config(["env=smax:3m", "algo=mappo", f"paradigm={paradigm}", "rollout.num_envs=4",
-                                       "rollout.length=40", "ppo.chunk_length=10", f"algo.slice_rows={slice_rows}",
+                                       "rollout.length=40", "ppo.segment_length=10", f"algo.slice_rows={slice_rows}",
                                        "out=/tmp/unused"] + (["cadp.prune_start=0"] if paradigm == "cadp" else [])))
-        backbone = build_program(config).backbone
+        program = build_program(config)
+        backbone = program.backbone
         state = backbone.init(jax.random.PRNGKey(0))
-        trajectory, _, rollout = backbone.collect(state, jax.random.PRNGKey(1))
-        chunks, _ = backbone.prepare(state, trajectory, rollout.carry[1])
-        indices = jax.random.permutation(jax.random.PRNGKey(2), backbone.n_chunks)
-        new_state, metrics = jax.jit(backbone.update)(state, chunks, indices, jax.random.PRNGKey(3))
-        return backbone.slices, chunks["mask"], new_state.params, metrics
+        collected = rollout_of(backbone, program.env, state, jax.random.PRNGKey(1))
+        segments, _ = backbone.prepare(state, collected.trajectory, collected.final_carry[1])
+        indices = jax.random.permutation(jax.random.PRNGKey(2), backbone.n_segments)
+        new_state, metrics = jax.jit(backbone.update)(state, segments, indices, jax.random.PRNGKey(3))
+        return backbone.slices, segments["mask"], new_state.params, metrics
 
     whole_slices, mask, whole_params, whole_metrics = one_update(0)
-    sliced_slices, _, sliced_params, sliced_metrics = one_update(60)  # 60 agent-steps = 2 chunks of 10 x 3
+    sliced_slices, _, sliced_params, sliced_metrics = one_update(60)  # 60 agent-steps = 2 segments of 10 x 3
     assert (whole_slices, sliced_slices) == (1, 8)
     per_chunk = np.asarray(mask).sum(axis=(1, 2))
     assert len(set(per_chunk.tolist())) > 1  # uneven counts: a plain average of slices would be wrong

@@ -40,7 +40,7 @@ class TinyAux(Paradigm):
     summary = "a test's recurrent agents with a squared-score penalty"
     options = TinyAuxOptions
     backbone_families = ("value_decomposition", "policy_gradient")  # not MADDPG
-    collect_model = td_model = select_model = export_model = "agent"
+    collect_model = learned_model = select_model = export_model = "agent"
     eval_models = ("agent",)
     diagnostics = ("score_penalty",)
 

@@ -10,7 +10,7 @@ from ctde.config import build_config
 from ctde.nets.cadp import CADPAgent
 from ctde.nets.mixers import QMIXMixer
 from ctde.nets.precision import bfloat16_matmul, learner_precision, matmul
-from ctde.training.program import build_program
+from ctde.training.runner import build_program
 from ctde.training.resolve import resolve
 from ctde.training.runner import seed_keys
 

@@ -4,13 +4,16 @@ states (which made real runs 2.5-3.3x slower than the iteration alone)."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ctde.config import build_config
-from ctde.training.program import build_program
+from ctde.algos.replay import store_episodes
+from ctde.training.runner import build_program
 from ctde.training.resolve import resolve
 from ctde.training.runner import seed_keys
 
@@ -80,11 +83,11 @@ def test_an_inactive_store_leaves_the_replay_buffer_as_it_was():
     program, _, state = _program(seeds=1)
     backbone = program.backbone
     replay = jax.tree.map(lambda x: x[0], state.learner.replay)
-    trajectory = jax.tree.map(lambda stored: jnp.ones_like(stored[0, :backbone.num_envs]), replay.experience)
-    kept = jax.jit(backbone.store)(replay, trajectory, jnp.bool_(False))
+    trajectory = jax.tree.map(lambda stored: jnp.ones_like(stored[0, :backbone.rollout.num_envs]), replay.experience)
+    kept = jax.jit(functools.partial(store_episodes, backbone.replay))(replay, trajectory, jnp.bool_(False))
     for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(replay)):
         np.testing.assert_array_equal(a, b)
-    added = jax.jit(backbone.store)(replay, trajectory, jnp.bool_(True))
+    added = jax.jit(functools.partial(store_episodes, backbone.replay))(replay, trajectory, jnp.bool_(True))
     plain = jax.jit(backbone.replay.add)(replay, trajectory)
     for a, b in zip(jax.tree.leaves(added), jax.tree.leaves(plain)):
         np.testing.assert_array_equal(a, b)

@@ -22,7 +22,7 @@ from ctde.errors import ConfigError
 from ctde.experiments.render import record_episode, replay
 from ctde.policy import load_policy
 from ctde.training.checkpoint import Checkpoints
-from ctde.training.program import build_program
+from ctde.training.runner import build_program
 from ctde.training.resolve import resolve
 from ctde.algos.rollout import run_policy
 from ctde.training.runner import export, seed_keys

@@ -137,7 +137,7 @@ def test_initialization_uses_no_lapack_calls():
     """Orthogonal initializers run a QR decomposition; batched over vmapped seeds, XLA:CPU's LAPACK kernels
     deadlocked the two-thread pool of a 2-core machine. Initialization must stay free of them."""
     from ctde.config import build_config
-    from ctde.training.program import build_program
+    from ctde.training.runner import build_program
     from ctde.training.resolve import resolve
     from ctde.training.runner import seed_keys
 

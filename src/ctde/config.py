@@ -158,8 +158,8 @@ class AlgoConfig:
 
     @property
     def value_quantiles(self) -> int:
-        """Quantiles per action that the learned (td_model) network outputs: `quantiles` for DMIX, 0 (one expected
-        value per action) for every other backbone. Paradigms size their networks' heads with it."""
+        """Quantiles per action that the learned model's (`learned_model`) network outputs: `quantiles` for DMIX,
+        0 (one expected value per action) for every other backbone. Paradigms size their networks' heads with it."""
         return self.quantiles if self.name == "dmix" else 0
 
 
@@ -176,7 +176,8 @@ class PPOConfig:
     huber_delta: float = option(10.0, "Huber loss delta for the value loss")
     value_clip: bool = option(True, "clip value updates around the rollout's values")
     value_norm: bool = option(True, "normalize value targets with running statistics (MAPPO's ValueNorm)")
-    chunk_length: int = option(10, "steps per recurrent training chunk (data chunk length)")
+    segment_length: int = option(10, "steps per recurrent training segment (MAPPO's data chunk length; formerly "
+                                 "ppo.chunk_length, still accepted)")
     critic_input: Literal["state", "agent_specific"] = option(
         "state", "MAPPO value input: the global state (one value per environment, MAPPO's EP), or agent-specific "
         "(state + own observation + agent id, one value per agent); IPPO always uses the agent's own observation + id")
@@ -464,8 +465,13 @@ def coerce(key: str, raw: Any, kind: Any) -> Any:
     raise ConfigError(f"{key}: unsupported option type {kind!r}")  # pragma: no cover - programming error
 
 
+# Options renamed since a release: the old key still sets the new one (saved run configurations keep loading).
+RENAMED_OPTIONS = {"ppo.chunk_length": "ppo.segment_length"}
+
+
 def set_option(config: TrainConfig, key: str, raw: Any) -> None:
     """Set a dotted option on `config` in place, resolving section shorthands and validating the value."""
+    key = RENAMED_OPTIONS.get(key, key)
     parts = key.split(".")
     target: Any = config
     for depth, part in enumerate(parts):

@@ -6,14 +6,15 @@ compiled training program runs `ctde.algos.rollout.run_rollout` inside `jit` (`c
 host loop (`ctde.training.host`) steps environments outside JAX and fills the same `Trajectory`. Both then call
 the same `learn`.
 
-What a backbone can host is declared in `Capabilities`; paradigms declare what they need
-(`ctde.paradigms.base.Paradigm.needs`), and `ctde.training.resolve` checks the pairing in one place.
+What each algorithm name is and can host is declared as `Capabilities` in the backbone registry
+(`ctde.algos.BACKBONES`); paradigms declare what they need (`ctde.paradigms.base.Paradigm`), and
+`ctde.training.resolve` checks the pairing in one place.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import jax
 from flax import struct
@@ -77,7 +78,6 @@ class Collected:
 class Backbone(Protocol):
     """A learner of the paradigm's networks (and networks of its own: mixers, critics)."""
 
-    capabilities: ClassVar[Capabilities]
     rollout: RolloutSpec
     # The vmapped seeds' axis name when seeds run side by side (decisions that must agree across seeds are then
     # agreed over it; ctde.algos.seeds), else None. Set through `for_seeds`.
@@ -105,26 +105,28 @@ class Backbone(Protocol):
         """Exploration parameters to log (epsilon), {} if none."""
 
 
-def collect_and_learn(backbone: Backbone, env: Environment, state: Any, active: jax.Array | None = None
-                      ) -> tuple[Any, EpisodeStats, dict[str, jax.Array], jax.Array]:
-    """One training iteration inside `jit`: a rollout as `backbone.rollout` asks, then `backbone.learn`.
-
-    Keys: the state's rng splits into (next rng, rollout key, learn key); fresh episodes take their start key
-    from the rollout key."""
+def rollout_of(backbone: Backbone, env: Environment, state: Any, key: jax.Array) -> Collected:
+    """The rollout `backbone.rollout` asks for, inside `jit`, acting with `backbone.actor`: continuing the state's
+    episodes, or fresh ones whose start key is split from `key`."""
     spec = backbone.rollout
-    rng, rollout_key, learn_key = jax.random.split(state.rng, 3)
     actor = backbone.actor(state.env_steps)
     if spec.continuing:
         start = state.rollout
     else:
-        start_key, rollout_key = jax.random.split(rollout_key)
+        start_key, key = jax.random.split(key)
         start = start_rollouts(env, actor, start_key, spec.num_envs)
-    trajectory, stats, end = run_rollout(env, actor, backbone.acting_params(state), rollout_key, start,
-                                         length=spec.length, auto_reset=spec.auto_reset,
-                                         carry_every=spec.carry_every)
-    collected = Collected(trajectory=trajectory, stats=stats, final_carry=end.carry,
-                          continue_from=end if spec.continuing else None)
-    return backbone.learn(state, collected, active, rng, learn_key)
+    trajectory, stats, end = run_rollout(env, actor, backbone.acting_params(state), key, start, length=spec.length,
+                                         auto_reset=spec.auto_reset, carry_every=spec.carry_every)
+    return Collected(trajectory=trajectory, stats=stats, final_carry=end.carry,
+                     continue_from=end if spec.continuing else None)
 
 
-__all__ = ["Backbone", "Capabilities", "Collected", "RolloutSpec", "RolloutState", "collect_and_learn"]
+def collect_and_learn(backbone: Backbone, env: Environment, state: Any, active: jax.Array | None = None
+                      ) -> tuple[Any, EpisodeStats, dict[str, jax.Array], jax.Array]:
+    """One training iteration inside `jit`: `rollout_of`, then `backbone.learn`. The state's rng splits into (next
+    rng, rollout key, learn key), as the host loop splits it."""
+    rng, rollout_key, learn_key = jax.random.split(state.rng, 3)
+    return backbone.learn(state, rollout_of(backbone, env, state, rollout_key), active, rng, learn_key)
+
+
+__all__ = ["Backbone", "Capabilities", "Collected", "RolloutSpec", "RolloutState", "collect_and_learn", "rollout_of"]

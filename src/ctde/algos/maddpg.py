@@ -35,12 +35,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ctde.algos.replay import off_policy_iteration
+from ctde.algos.base import Collected, RolloutSpec
+from ctde.algos.replay import store_and_learn
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.nets.precision import Dense, learner_precision
 from ctde.paradigms.base import Paradigm
-from ctde.algos.rollout import EpisodeStats, Trajectory, collect
+from ctde.algos.rollout import Actor, EpisodeStats, Trajectory, collect, paradigm_actor
 from ctde.nets.actions import masked_argmax, masked_logits, sample_softmax, tanh_with_noise
 
 
@@ -105,9 +106,9 @@ class MADDPG:
         self.options = config.maddpg
         self.env = env
         self.paradigm = paradigm
-        self.num_envs = config.rollout.num_envs
-        self.length = config.rollout.length or env.spec.episode_limit
-        self.auto_reset = bool(config.rollout.auto_reset)
+        self.rollout = RolloutSpec(num_envs=config.rollout.num_envs,
+                                   length=config.rollout.length or env.spec.episode_limit,
+                                   auto_reset=bool(config.rollout.auto_reset))
         self.critic = CentralCritic(self.options.critic_hidden)
         self.replay = fbx.make_item_buffer(max_length=self.algo.buffer_size, min_length=self.algo.batch_size,
                                            sample_batch_size=self.algo.batch_size, add_batches=True)
@@ -151,8 +152,9 @@ class MADDPG:
                                   jnp.zeros((1, spec.n_agents, spec.n_actions)))
         params = MADDPGParams(agents=agents, critic=critic)
         # flashbax needs one example item to lay out its storage.
-        example, _ = collect(self.env, self.paradigm, agents, rollout_key, num_envs=1, length=self.length,
-                             auto_reset=self.auto_reset, model=self.paradigm.collect_model, select_actions=self.explore)
+        example, _ = collect(self.env, self.paradigm, agents, rollout_key, num_envs=1, length=self.rollout.length,
+                             auto_reset=self.rollout.auto_reset, model=self.paradigm.collect_model,
+                             select_actions=self.explore)
         zero = jnp.int32(0)
         return MADDPGState(params=params, target_params=params, opt_state=self.optimizer.init(params),
                            replay=self.replay.init(jax.tree.map(lambda x: x[0], example)), env_steps=zero,
@@ -182,15 +184,15 @@ class MADDPG:
         count = jnp.maximum(mask.sum(), 1.0)
         replayed = self.action_vectors(batch.action[:-1])  # [T, B, n, |A|]
 
-        targets = jax.lax.stop_gradient(self.critic_target(target_params, batch, target.scores[paradigm.td_model]))
+        targets = jax.lax.stop_gradient(self.critic_target(target_params, batch, target.scores[paradigm.learned_model]))
         q_taken = self.critic.apply(params.critic, batch.state[:-1], replayed)
         critic_loss = jnp.sum(mask * (q_taken - targets) ** 2) / count
 
-        own = self.differentiable_actions(gumbel_key, online.scores[paradigm.td_model][:-1], batch.avail[:-1])
+        own = self.differentiable_actions(gumbel_key, online.scores[paradigm.learned_model][:-1], batch.avail[:-1])
         frozen_critic = jax.lax.stop_gradient(params.critic)
         state = jnp.broadcast_to(batch.state[:-1, :, None], (*replayed.shape[:-2], spec.n_agents, spec.state_dim))
         q_own = self.critic.apply(frozen_critic, state, with_own_action(replayed, own))  # [T, B, n]
-        raw_logits = jnp.where(batch.avail[:-1], online.scores[paradigm.td_model][:-1], 0.0)
+        raw_logits = jnp.where(batch.avail[:-1], online.scores[paradigm.learned_model][:-1], 0.0)
         logit_size = jnp.sum(mask[..., None, None] * raw_logits ** 2) / (count * spec.n_agents * spec.n_actions)
         actor_loss = -jnp.sum(mask[..., None] * q_own) / (count * spec.n_agents) + self.options.actor_reg * logit_size
 
@@ -217,18 +219,21 @@ class MADDPG:
                    "critic_grad_norm": optax.tree.norm(grads.critic), **metrics}
         return (params, target_params, opt_state, n_updates + 1), metrics
 
-    # -- one iteration: collect, store, learn -----------------------------------------------------------
+    # -- collecting and learning (the training program runs the rollout: ctde.algos.base) ---------------
 
-    def iteration(self, state: MADDPGState, active: jax.Array | None = None
-                  ) -> tuple[MADDPGState, EpisodeStats, dict[str, jax.Array], jax.Array]:
-        """Collect `rollout.num_envs` episodes exploring with the collecting model (`exploring_selection`), store
-        them, then `algo.updates_per_rollout` updates (`ctde.algos.replay.off_policy_iteration`)."""
-        return off_policy_iteration(self, state, active, self.exploring_selection(state.env_steps))
+    def actor(self, env_steps: jax.Array) -> Actor:
+        """The collecting model sampling its actors' masked softmax (continuous: tanh plus Gaussian noise), the
+        same at every `env_steps`."""
+        return paradigm_actor(self.paradigm, self.paradigm.collect_model, self.explore)
 
-    def exploring_selection(self, env_steps: jax.Array) -> Any:
-        """How the collecting model chooses: sampling the actor's masked softmax (continuous: tanh plus Gaussian
-        noise), the same at every `env_steps`. The host loop (`ctde.training.host`) collects with it too."""
-        return self.explore
+    def acting_params(self, state: MADDPGState) -> Any:
+        return state.params.agents
+
+    def learn(self, state: MADDPGState, collected: Collected, active: jax.Array | None, rng: jax.Array,
+              key: jax.Array) -> tuple[MADDPGState, EpisodeStats, dict[str, jax.Array], jax.Array]:
+        """Store the collected episodes, then `algo.updates_per_rollout` updates
+        (`ctde.algos.replay.store_and_learn`)."""
+        return store_and_learn(self, state, collected.trajectory, collected.stats, active, rng, key)
 
     def agent_params(self, state: MADDPGState) -> Any:
         return state.params.agents

@@ -7,14 +7,14 @@ state alone (`ppo.critic_input=state`, MAPPO's "EP" value: one value per environ
 the state plus the agent's own observation and id (`agent_specific`, one value per agent), or, for IPPO, the
 agent's own observation and id. GAE(lambda), clipped surrogate, clipped
 Huber value loss on normalized returns, entropy bonus, available-action masking of the policy, gradient-norm
-clipping per network, and recurrent training on chunks of `ppo.chunk_length` steps that start from the
+clipping per network, and recurrent training on segments of `ppo.segment_length` steps that start from the
 recurrent states recorded during the rollout.
 
-A minibatch is a set of (environment, chunk) pairs with every agent of each environment-timestep in it, so a
+A minibatch is a set of (environment, segment) pairs with every agent of each environment-timestep in it, so a
 paradigm that attends over teammates (CADP) sees the real teammates at update time. Steps where an agent is
 dead or past the rollout are masked out of actor, value and auxiliary losses.
 
-A large minibatch's gradient is computed in slices of whole chunks (`algo.slice_rows` agent-steps each; see
+A large minibatch's gradient is computed in slices of whole segments (`algo.slice_rows` agent-steps each; see
 `ctde.algos.slicing`): every loss term is a mean over the counted (step, agent) pairs, so the slices' losses
 weighted by their shares of those pairs are exactly the minibatch's.
 
@@ -39,7 +39,8 @@ from ctde.nets.actions import masked_logits
 from ctde.nets.precision import Dense, learner_precision
 from ctde.nets.rnn import ResettableGRU
 from ctde.paradigms.base import AgentInputs, Paradigm
-from ctde.algos.rollout import Actor, EpisodeStats, Trajectory, run_rollout, start_rollouts
+from ctde.algos.base import Collected, RolloutSpec
+from ctde.algos.rollout import Actor, EpisodeStats, Trajectory, start_rollouts
 
 
 
@@ -143,12 +144,12 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(x * mask) / jnp.maximum(mask.sum(), 1.0)
 
 
-def chunk_starts(num_envs: int, length: int, chunk_length: int) -> tuple[jax.Array, jax.Array]:
-    """(environment index, first step) of every training chunk, in the order `PPO.prepare` lays chunks out; a
-    chunk holds all agents of its steps."""
-    per_env = length // chunk_length
+def segment_starts(num_envs: int, length: int, segment_length: int) -> tuple[jax.Array, jax.Array]:
+    """(environment index, first step) of every training segment, in the order `PPO.prepare` lays segments out; a
+    segment holds all agents of its steps."""
+    per_env = length // segment_length
     env = jnp.repeat(jnp.arange(num_envs), per_env)
-    first = jnp.tile(jnp.arange(per_env) * chunk_length, num_envs)
+    first = jnp.tile(jnp.arange(per_env) * segment_length, num_envs)
     return env, first
 
 
@@ -164,13 +165,17 @@ class PPO:
         spec = env.spec
         self.num_envs = config.rollout.num_envs
         self.length = config.rollout.length
+        # Continuing episodes, reset at once when they end; the recurrent states kept at every training segment's
+        # first step.
+        self.rollout = RolloutSpec(num_envs=self.num_envs, length=self.length, auto_reset=True, continuing=True,
+                                   carry_every=self.ppo.segment_length)
         self.critic_input = "local" if self.algo.name == "ippo" else self.ppo.critic_input
         self.critic = RecurrentCritic(self.algo.hidden_dim)
-        self.n_chunks = self.num_envs * (self.length // self.ppo.chunk_length)
-        self.chunks_per_minibatch = self.n_chunks // self.ppo.minibatches
+        self.n_segments = self.num_envs * (self.length // self.ppo.segment_length)
+        self.segments_per_minibatch = self.n_segments // self.ppo.minibatches
         # One device unless asked: the minibatch's large products already use every core (ctde.algos.slicing).
         slice_rows, devices_wanted = slicing_options(self.algo, "policy_gradient")
-        self.slices = slice_count(self.chunks_per_minibatch, self.ppo.chunk_length * spec.n_agents, slice_rows)
+        self.slices = slice_count(self.segments_per_minibatch, self.ppo.segment_length * spec.n_agents, slice_rows)
         self.slice_devices = slice_devices(self.slices, devices_wanted)
 
         def network_optimizer():
@@ -216,8 +221,9 @@ class PPO:
     def critic_carry(self, batch_shape: tuple[int, ...]) -> jax.Array:
         return jnp.zeros((*batch_shape, self.value_heads, self.algo.hidden_dim))
 
-    def actor(self) -> Actor:
-        """Samples from the collecting model's masked policy; records what the update needs."""
+    def actor(self, env_steps: jax.Array | None = None) -> Actor:
+        """Samples from the collecting model's masked policy (the same at every `env_steps`); records what the
+        update needs: log-probabilities and values."""
         paradigm = self.paradigm
 
         def step(params: PPOParams, carry, inputs: AgentInputs, key):
@@ -255,7 +261,7 @@ class PPO:
 
     def loss(self, params: PPOParams, batch: dict, value_norm: ValueNorm, env_steps: jax.Array,
              key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Clipped PPO loss on a set of chunks (time-major [C, M, ...]) plus the paradigm's auxiliary loss.
+        """Clipped PPO loss on a set of segments (time-major [C, M, ...]) plus the paradigm's auxiliary loss.
 
         Every term and metric is a mean over the (step, agent) pairs of `batch["mask"]`: `update` relies on
         that to combine slices of a minibatch."""
@@ -263,7 +269,7 @@ class PPO:
         inputs: AgentInputs = batch["inputs"]
         mask = batch["mask"]  # [C, M, n]: valid step and living agent
         _, output = paradigm.apply(params.agents, batch["agent_carry"], inputs, rng=key)
-        logits = masked_logits(output.scores[paradigm.td_model], inputs.avail)
+        logits = masked_logits(output.scores[paradigm.learned_model], inputs.avail)
         log_probs = jax.nn.log_softmax(logits)
         log_prob = jnp.take_along_axis(log_probs, batch["action"][..., None], axis=-1)[..., 0]
         probs = jnp.exp(log_probs)
@@ -290,15 +296,15 @@ class PPO:
         return total, metrics
 
     @staticmethod
-    def gather(chunks: dict, indices: jax.Array) -> dict:
-        """The chunks `indices` [M] of a prepared rollout, time-major [C, M, ...] (recurrent states stay [M, ...])."""
-        picked = jax.tree.map(lambda x: x[indices], chunks)
+    def gather(segments: dict, indices: jax.Array) -> dict:
+        """The segments `indices` [M] of a prepared rollout, time-major [C, M, ...] (recurrent states stay [M, ...])."""
+        picked = jax.tree.map(lambda x: x[indices], segments)
         return {k: (v if k in ("agent_carry", "critic_carry") else
                     jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), v)) for k, v in picked.items()}
 
-    def update(self, state: PPOState, chunks: dict, indices: jax.Array, key: jax.Array
+    def update(self, state: PPOState, segments: dict, indices: jax.Array, key: jax.Array
                ) -> tuple[PPOState, dict[str, jax.Array]]:
-        """One optimizer step on the minibatch of chunks `indices` [M] of the prepared rollout `chunks`.
+        """One optimizer step on the minibatch of segments `indices` [M] of the prepared rollout `segments`.
 
         The gradient is summed over `self.slices` slices of the minibatch, each slice's loss weighted by its
         share of the minibatch's counted (step, agent) pairs (`sum_over_slices`)."""
@@ -306,10 +312,10 @@ class PPO:
         def slice_loss(params, indices, key):
             with learner_precision(self.algo.matmul_precision):
                 return jax.value_and_grad(self.loss, has_aux=True)(
-                    params, self.gather(chunks, indices), state.value_norm, state.env_steps, key)
+                    params, self.gather(segments, indices), state.value_norm, state.env_steps, key)
 
         slices = indices.reshape(self.slices, -1)
-        counts = jnp.sum(chunks["mask"][slices], axis=tuple(range(1, chunks["mask"].ndim + 1)))
+        counts = jnp.sum(segments["mask"][slices], axis=tuple(range(1, segments["mask"].ndim + 1)))
         (loss, metrics), grads = sum_over_slices(lambda part, k: slice_loss(state.params, part, k), slices,
                                                  counts, key, self.slice_devices)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
@@ -319,9 +325,9 @@ class PPO:
         return state.replace(params=params, opt_state=opt_state, updates=state.updates + 1), metrics
 
     def prepare(self, state: PPOState, trajectory: Trajectory, final_critic_carry) -> tuple[dict, ValueNorm]:
-        """Advantages, returns and value-norm update for a rollout; the rollout cut into chunks [K, C, ...].
+        """Advantages, returns and value-norm update for a rollout; the rollout cut into segments [K, C, ...].
 
-        Chunk k covers environment k // (T / C), steps C * (k mod T / C) onward (`chunk_starts`): in the
+        Segment k covers environment k // (T / C), steps C * (k mod T / C) onward (`segment_starts`): in the
         batch-major trajectory [E, T + 1, ...] that is a reshape, so the large arrays (observations, states) are
         copied once; only the small per-step arrays GAE runs over are made time-major."""
         ppo, algo = self.ppo, self.algo
@@ -342,61 +348,55 @@ class PPO:
         std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask))
         advantages = (advantages - mean) / (std + 1e-5)
 
-        length, chunk_length = self.length, ppo.chunk_length
-        n_chunks = self.num_envs * (length // chunk_length)
-        chunk = lambda x: x[:, :length].reshape(n_chunks, chunk_length, *x.shape[2:])  # noqa: E731  [E, T(+1), ...]
-        chunk_time_major = lambda x: chunk(time_major(x))  # noqa: E731  [T, E, ...] -> [K, C, ...]
-        # Recurrent states before each chunk's first step, as recorded while acting: [E, T / C, ...] -> [K, ...].
-        starts = lambda x: x.reshape(n_chunks, *x.shape[2:])  # noqa: E731
+        length, segment_length = self.length, ppo.segment_length
+        n_segments = self.num_envs * (length // segment_length)
+        # [E, T(+1), ...] -> [K, C, ...]
+        segment = lambda x: x[:, :length].reshape(n_segments, segment_length, *x.shape[2:])  # noqa: E731
+        segment_time_major = lambda x: segment(time_major(x))  # noqa: E731  [T, E, ...] -> [K, C, ...]
+        # Recurrent states before each segment's first step, as recorded while acting: [E, T / C, ...] -> [K, ...].
+        starts = lambda x: x.reshape(n_segments, *x.shape[2:])  # noqa: E731
         agent_carry, critic_carry = trajectory.segment_carry
-        chunks = {
-            "inputs": jax.tree.map(chunk, inputs),
-            "action": chunk(trajectory.action),
-            "old_log_prob": chunk(trajectory.extras["log_prob"]),
-            "old_value": chunk_time_major(values[:-1]),
-            "advantage": chunk_time_major(advantages),
-            "returns": chunk_time_major(returns),
-            "mask": chunk_time_major(mask),
+        segments = {
+            "inputs": jax.tree.map(segment, inputs),
+            "action": segment(trajectory.action),
+            "old_log_prob": segment(trajectory.extras["log_prob"]),
+            "old_value": segment_time_major(values[:-1]),
+            "advantage": segment_time_major(advantages),
+            "returns": segment_time_major(returns),
+            "mask": segment_time_major(mask),
             "agent_carry": jax.tree.map(starts, agent_carry),
             "critic_carry": starts(critic_carry),
         }
-        return chunks, value_norm
+        return segments, value_norm
 
-    def collect(self, state: PPOState, key: jax.Array) -> tuple[Trajectory, EpisodeStats, Any]:
-        """One rollout of `rollout.length` steps, continuing `state.rollout`, with the recurrent states at every
-        chunk start (`trajectory.segment_carry`). Returns (trajectory [E, T + 1, ...], stats, rollout state)."""
-        return run_rollout(self.env, self.actor(), state.params, key, state.rollout, length=self.length,
-                           auto_reset=True, carry_every=self.ppo.chunk_length)
+    def acting_params(self, state: PPOState) -> Any:
+        return state.params
 
-    def iteration(self, state: PPOState, active: jax.Array | None = None
-                  ) -> tuple[PPOState, EpisodeStats, dict[str, jax.Array], jax.Array]:
-        """Collect one rollout, then `ppo.epochs` passes of `ppo.minibatches` updates over it. Where `active`
-        (bool [], None for true) is false the state comes back unchanged and the sums are zero
-        (ctde.algos.seeds; PPO's state holds no replay, so a plain choice between states is cheap)."""
-        rng, rollout_key, shuffle_key = jax.random.split(state.rng, 3)
-        trajectory, stats, rollout = self.collect(state, rollout_key)
-        return self.learn_from(state, trajectory, stats, rollout, rollout.carry[1], active, rng, shuffle_key)
-
-    def learn_from(self, state: PPOState, trajectory: Trajectory, stats: EpisodeStats, rollout: Any,
-                   final_critic_carry: Any, active: jax.Array | None, rng: jax.Array, shuffle_key: jax.Array
-                   ) -> tuple[PPOState, EpisodeStats, dict[str, jax.Array], jax.Array]:
-        """The part of `iteration` after collecting: `ppo.epochs` passes over the rollout (trajectory [E, T + 1,
-        ...], its sums `stats`); `rollout` is kept to continue from and `rng` becomes the next key. The host loop
-        (`ctde.training.host`), whose rollouts come from environments outside JAX, calls this directly."""
+    def learn(self, state: PPOState, collected: Collected, active: jax.Array | None, rng: jax.Array, key: jax.Array
+              ) -> tuple[PPOState, EpisodeStats, dict[str, jax.Array], jax.Array]:
+        """`ppo.epochs` passes of `ppo.minibatches` updates over one rollout (trajectory [E, T + 1, ...] with the
+        recurrent states at every segment start, its sums `stats`); `key` shuffles the segments. The value after the
+        last step bootstraps from the critic's recurrent state then (`collected.final_carry`). Where `active` (bool
+        [], None for true) is false the state comes back unchanged and the sums are zero (ctde.algos.seeds; PPO's
+        state holds no replay, so a plain choice between states is cheap)."""
+        trajectory, stats = collected.trajectory, collected.stats
+        shuffle_key = key
+        _, final_critic_carry = collected.final_carry
+        rollout = state.rollout if collected.continue_from is None else collected.continue_from
         start = state
-        chunks, value_norm = self.prepare(state, trajectory, final_critic_carry)
+        segments, value_norm = self.prepare(state, trajectory, final_critic_carry)
         state = state.replace(rollout=rollout, rng=rng, value_norm=value_norm,
                               env_steps=state.env_steps + stats.env_steps,
                               episodes=state.episodes + stats.episodes.astype(jnp.int32))
 
         def epoch(state, key):
-            order = jax.random.permutation(key, self.n_chunks)
-            minibatches = order[: self.chunks_per_minibatch * self.ppo.minibatches].reshape(
-                self.ppo.minibatches, self.chunks_per_minibatch)
+            order = jax.random.permutation(key, self.n_segments)
+            minibatches = order[: self.segments_per_minibatch * self.ppo.minibatches].reshape(
+                self.ppo.minibatches, self.segments_per_minibatch)
 
             def one(state, xs):
                 indices, loss_key = xs
-                return self.update(state, chunks, indices, loss_key)
+                return self.update(state, segments, indices, loss_key)
 
             loss_keys = jax.random.split(jax.random.fold_in(key, 1), self.ppo.minibatches)
             return jax.lax.scan(one, state, (minibatches, loss_keys))

@@ -1,5 +1,5 @@
 """Replay of whole episodes for the off-policy backbones (value decomposition, MADDPG): a flashbax item buffer
-whose items are `Trajectory` sequences [T + 1, ...], and the collect-store-learn iteration they share."""
+whose items are `Trajectory` sequences [T + 1, ...], and the store-then-learn step both backbones' `learn` is."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ctde.algos.seeds import learn_when_ready, where_active
-from ctde.algos.rollout import EpisodeStats, Trajectory, collect
+from ctde.algos.rollout import EpisodeStats, Trajectory
 
 
 def store_episodes(buffer: Any, replay: Any, trajectory: Trajectory, active: jax.Array | None = None) -> Any:
@@ -29,29 +29,16 @@ def store_episodes(buffer: Any, replay: Any, trajectory: Trajectory, active: jax
                          is_full=jnp.where(active, added.is_full, replay.is_full))
 
 
-def off_policy_iteration(backbone: Any, state: Any, active: jax.Array | None, select_actions: Any
-                         ) -> tuple[Any, EpisodeStats, dict[str, jax.Array], jax.Array]:
-    """One iteration of an episode-replay backbone (value decomposition, MADDPG): collect `num_envs` episodes
-    with the paradigm's collecting model through `select_actions`, store them, then `algo.updates_per_rollout`
-    calls of `backbone.update` once the replay holds a batch and `algo.learning_starts` env steps.
-
-    `state` has the fields params, target_params, opt_state, replay, env_steps, episodes, updates, rng.
-    Returns the new state, episode sums, summed update metrics and the number of updates made. Where `active`
-    (bool [], None for true) is false, a vmapped seed that has reached its evaluation mark while others go on
-    (ctde.algos.seeds), the state comes back unchanged and the sums are zero."""
-    paradigm = backbone.paradigm
-    rng, rollout_key, update_key = jax.random.split(state.rng, 3)
-    trajectory, stats = collect(backbone.env, paradigm, state.params.agents, rollout_key, num_envs=backbone.num_envs,
-                                length=backbone.length, auto_reset=backbone.auto_reset, model=paradigm.collect_model,
-                                select_actions=select_actions)
-    return store_and_learn(backbone, state, trajectory, stats, active, rng, update_key)
-
-
 def store_and_learn(backbone: Any, state: Any, trajectory: Trajectory, stats: EpisodeStats, active: jax.Array | None,
                     rng: jax.Array, update_key: jax.Array) -> tuple[Any, EpisodeStats, dict[str, jax.Array], jax.Array]:
-    """The part of `off_policy_iteration` after collecting: store the episodes (trajectory [E, T + 1, ...], their
-    sums `stats`), then learn. `rng` becomes the state's next key. The host loop (`ctde.training.host`), whose
-    episodes come from environments outside JAX, calls this directly."""
+    """Store the collected episodes (trajectory [E, T + 1, ...], their sums `stats`), then `algo.updates_per_rollout`
+    calls of `backbone.update` once the replay holds a batch and `algo.learning_starts` env steps. `rng` becomes the
+    state's next key.
+
+    `state` has the fields params, target_params, opt_state, replay, env_steps, episodes, updates, rng. Returns
+    the new state, episode sums, summed update metrics and the number of updates made. Where `active` (bool [],
+    None for true) is false, a vmapped seed that has reached its evaluation mark while others go on
+    (ctde.algos.seeds), the state comes back unchanged and the sums are zero."""
     algo = backbone.algo
     stats = where_active(active, stats, EpisodeStats.zero())
     state = state.replace(replay=store_episodes(backbone.replay, state.replay, trajectory, active),

@@ -84,6 +84,12 @@ class EpisodeStats:
     def __add__(self, other: "EpisodeStats") -> "EpisodeStats":
         return jax.tree.map(jnp.add, self, other)
 
+    def means(self, xp: Any = jnp) -> dict[str, Any]:
+        """Win rate, mean return and mean episode length over the finished episodes (0 when none finished).
+        `xp`: jax.numpy inside `jit`, NumPy on the host."""
+        count = xp.maximum(self.episodes, 1.0)
+        return {"win_rate": self.wins / count, "return": self.returns / count, "episode_length": self.lengths / count}
+
 
 def no_action(spec: Any, batch_shape: tuple[int, ...]) -> jax.Array:
     """The previous action before an episode's first step: int -1 [*B, n], or float zeros [*B, n, |A|]."""

@@ -31,7 +31,7 @@ from ctde.paradigms.base import AgentInputs
 class TDInputs:
     """Everything an objective reads, time-major: T decision steps, each with its bootstrap entry at t + 1.
 
-    q                 float [T + 1, B, n, |A|]  online utilities of the learned model (`td_model`; gradients flow)
+    q                 float [T + 1, B, n, |A|]  online utilities of the learned model (`learned_model`; gradients flow)
     q_target          float [T + 1, B, n, |A|]  the target network's utilities (no gradient)
     quantiles         float [T + 1, B, n, |A|, N] or None: DMIX's online quantiles (q is their mean)
     quantiles_target  float [T + 1, B, n, |A|, N] or None: the target network's

@@ -20,14 +20,15 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ctde.algos.replay import off_policy_iteration, store_episodes
+from ctde.algos.base import Collected, RolloutSpec
+from ctde.algos.replay import store_and_learn
 from ctde.algos.slicing import slice_count, slice_devices, slicing_options, sum_over_slices
 from ctde.config import TrainConfig
 from ctde.envs.base import Environment
 from ctde.algos.td_objectives import TDInputs, lambda_returns, make_objective  # noqa: F401 (lambda_returns: API)
 from ctde.nets.precision import learner_precision
 from ctde.paradigms.base import Paradigm
-from ctde.algos.rollout import EpisodeStats, Trajectory, collect
+from ctde.algos.rollout import Actor, EpisodeStats, Trajectory, collect, paradigm_actor
 from ctde.nets.actions import epsilon_greedy, masked_argmax
 
 
@@ -62,9 +63,8 @@ class ValueDecomposition:
         spec = env.spec
         self.objective = make_objective(self.algo, spec)
         rollout = config.rollout
-        self.num_envs = rollout.num_envs
-        self.length = rollout.length or spec.episode_limit
-        self.auto_reset = rollout.auto_reset
+        self.rollout = RolloutSpec(num_envs=rollout.num_envs, length=rollout.length or spec.episode_limit,
+                                   auto_reset=rollout.auto_reset)
         self.optimizer = self._optimizer(paradigm.own_optimizer)
         self.replay = fbx.make_item_buffer(max_length=self.algo.buffer_size, min_length=self.algo.batch_size,
                                            sample_batch_size=self.algo.batch_size, add_batches=True)
@@ -73,9 +73,9 @@ class ValueDecomposition:
         # Whole-episode sequences are mostly padding once episodes are shorter than the limit. Like pymarl,
         # which cuts a batch to its longest episode, an update runs on the shortest of these prefix lengths
         # that holds every sampled episode (a `lax.switch`, so only that branch runs).
-        full = self.length + 1
+        full = self.rollout.length + 1
         quarters = {max(2, -(-full * k // 4)) for k in (1, 2, 4)}
-        self.trim_lengths = (full,) if self.auto_reset else tuple(sorted(quarters))
+        self.trim_lengths = (full,) if self.rollout.auto_reset else tuple(sorted(quarters))
         self.slice_rows, devices_wanted = slicing_options(self.algo, "value_decomposition")
         # The devices are chosen once, for the longest prefix; every shorter one is then spread over them too.
         longest = slice_count(self.algo.batch_size, self.trim_lengths[-1] * spec.n_agents, self.slice_rows)
@@ -112,8 +112,8 @@ class ValueDecomposition:
         agents = self.paradigm.init(agent_key)
         params = VDParams(agents=agents, mixer=self.objective.init(mixer_key))
         # flashbax needs one example item to lay out its storage.
-        example, _ = collect(self.env, self.paradigm, agents, rollout_key, num_envs=1, length=self.length,
-                             auto_reset=self.auto_reset, model=self.paradigm.collect_model,
+        example, _ = collect(self.env, self.paradigm, agents, rollout_key, num_envs=1, length=self.rollout.length,
+                             auto_reset=self.rollout.auto_reset, model=self.paradigm.collect_model,
                              select_actions=epsilon_greedy(jnp.float32(1.0)))
         replay = self.replay.init(jax.tree.map(lambda x: x[0], example))
         zero = jnp.int32(0)
@@ -127,7 +127,7 @@ class ValueDecomposition:
         """The objective's TD loss plus the paradigm's auxiliary loss. batch: time-major [T + 1, B, ...].
 
         The paradigm's networks run over the whole sequences twice (online and target parameters); the learned
-        model's (`td_model`) utilities, the actions and the masks go to the objective (`TDInputs`), which owns
+        model's (`learned_model`) utilities, the actions and the masks go to the objective (`TDInputs`), which owns
         every network beyond the agents and returns its loss.
         """
         paradigm, algo = self.paradigm, self.algo
@@ -136,7 +136,7 @@ class ValueDecomposition:
         online_key, target_key = jax.random.split(key) if key is not None else (None, None)
         _, online = paradigm.apply(params.agents, carry, inputs, rng=online_key)
         _, target = paradigm.apply(target_params.agents, carry, inputs, rng=target_key)
-        q = online.scores[paradigm.td_model]  # [T+1, B, n, A]
+        q = online.scores[paradigm.learned_model]  # [T+1, B, n, A]
         avail = batch.avail
         # Bootstrap action at t+1: argmax of the selecting model (online for double-Q; IGM-DA: the student).
         selector = online.scores[paradigm.select_model] if algo.double_q else target.scores[paradigm.select_model]
@@ -144,7 +144,7 @@ class ValueDecomposition:
         quantiles = online.extras.get("quantiles")
         quantiles_target = target.extras.get("quantiles")
         td_inputs = TDInputs(
-            q=q, q_target=jax.lax.stop_gradient(target.scores[paradigm.td_model]),
+            q=q, q_target=jax.lax.stop_gradient(target.scores[paradigm.learned_model]),
             quantiles=quantiles,
             quantiles_target=None if quantiles_target is None else jax.lax.stop_gradient(quantiles_target),
             actions=batch.action[:-1], greedy=masked_argmax(jax.lax.stop_gradient(q[:-1]), avail[:-1]),
@@ -199,22 +199,21 @@ class ValueDecomposition:
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
         return (params, target_params, opt_state, n_updates), metrics
 
-    # -- one iteration: collect, store, learn -----------------------------------------------------------
+    # -- collecting and learning (the training program runs the rollout: ctde.algos.base) ---------------
 
-    def store(self, replay: Any, trajectory: Trajectory, active: jax.Array | None = None) -> Any:
-        """Adds the rollout's sequences (trajectory [E, T + 1, ...]) to the replay buffer (`store_episodes`)."""
-        return store_episodes(self.replay, replay, trajectory, active)
+    def actor(self, env_steps: jax.Array) -> Actor:
+        """The collecting model choosing epsilon-greedily, epsilon on its schedule at `env_steps` (int [])."""
+        select = epsilon_greedy(self.epsilon_schedule(env_steps))
+        return paradigm_actor(self.paradigm, self.paradigm.collect_model, select)
 
-    def iteration(self, state: VDState, active: jax.Array | None = None
-                  ) -> tuple[VDState, EpisodeStats, dict[str, jax.Array], jax.Array]:
-        """Collect `rollout.num_envs` episodes epsilon-greedily, store them, then `algo.updates_per_rollout`
-        updates (`ctde.algos.replay.off_policy_iteration`, which says what `active` does)."""
-        return off_policy_iteration(self, state, active, self.exploring_selection(state.env_steps))
+    def acting_params(self, state: VDState) -> Any:
+        return state.params.agents
 
-    def exploring_selection(self, env_steps: jax.Array) -> Any:
-        """How the collecting model chooses at `env_steps` (int []): epsilon-greedily, epsilon on its schedule.
-        The host loop (`ctde.training.host`) collects with it too."""
-        return epsilon_greedy(self.epsilon_schedule(env_steps))
+    def learn(self, state: VDState, collected: Collected, active: jax.Array | None, rng: jax.Array, key: jax.Array
+              ) -> tuple[VDState, EpisodeStats, dict[str, jax.Array], jax.Array]:
+        """Store the collected episodes, then `algo.updates_per_rollout` updates
+        (`ctde.algos.replay.store_and_learn`)."""
+        return store_and_learn(self, state, collected.trajectory, collected.stats, active, rng, key)
 
     def agent_params(self, state: VDState) -> Any:
         return state.params.agents

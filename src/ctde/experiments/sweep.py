@@ -56,7 +56,10 @@ from typing import Any, Literal
 
 from ctde.config import TrainConfig, build_config, parse_overrides, to_dict
 from ctde.errors import ConfigError, CtdeError
+from ctde.training import runner
 from ctde.training.compile_cache import enable_compile_cache
+from ctde.training.logger import read_metrics
+from ctde.training.resolve import resolve
 
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = 1
@@ -65,9 +68,7 @@ MAX_NAME_LENGTH = 120
 
 def _resumable_changes() -> tuple[str, ...]:
     """The options a resumed run may change (the runner's list): they may differ between a sweep and its re-run."""
-    from ctde.training.runner import RESUMABLE_CHANGES
-
-    return RESUMABLE_CHANGES
+    return runner.RESUMABLE_CHANGES
 
 
 TrialState = Literal["new", "restart", "resume", "finished"]
@@ -205,8 +206,6 @@ def plan_sweep(arguments: list[str], *, config_file: str | Path | None = None,
     """Expand `arguments` (key=value items, comma lists as axes, out= required) into trials and validate every
     one; raise ConfigError listing every invalid trial and why, unless `skip_invalid` (then they are kept,
     marked invalid, and not run). Writes nothing."""
-    from ctde.training.resolve import resolve
-
     axes, shared = parse_grid(arguments)
     outs = [item.split("=", 1)[1] for item in shared if item.split("=", 1)[0] == "out"]
     if any(axis.key == "out" for axis in axes):
@@ -256,8 +255,6 @@ def _has_checkpoint(directory: Path) -> bool:
 
 
 def _read_rows(run_dir: Path) -> list[dict]:
-    from ctde.training.logger import read_metrics  # light: no JAX program is built
-
     return read_metrics(run_dir)
 
 
@@ -325,7 +322,7 @@ def run_trial(task: dict, train_fn: Callable[..., Any] | None = None) -> dict[st
     checkpoint and a re-run resumes it.
     """
     if train_fn is None:
-        from ctde.training.runner import train as train_fn
+        train_fn = runner.train  # looked up now, so a test may replace it
     config = build_config(task["overrides"], config_file=task.get("config_file"))
     run_dir = Path(config.out)
     action = trial_state(run_dir, config)

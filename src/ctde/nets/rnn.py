@@ -150,7 +150,7 @@ def value_outputs(n_actions: int, quantiles: int) -> int:
 
 
 def value_scores(outputs: jax.Array, n_actions: int, quantiles: int) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """A learned (td_model) network's outputs -> (scores [..., |A|], extras).
+    """The learned model's (`learned_model`) network outputs -> (scores [..., |A|], extras).
 
     With DMIX (`algo.value_quantiles` = N > 0) the network has |A|·N outputs, each action's N quantiles: its scores
     are their means, so acting, evaluation, export and audit read expected values as with any backbone, and the

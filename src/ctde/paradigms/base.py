@@ -5,8 +5,9 @@ A backbone (value decomposition, MAPPO, ...) never looks inside a paradigm: it c
 sequences and reads the per-agent action scores of the model it needs by role:
 
     collect_model  acts in training rollouts
-    td_model       its scores are what the backbone learns (Q-values into the mixer, or policy logits); under
-                   DMIX its network has a quantile head (`ctde.nets.rnn.value_scores`)
+    learned_model  its scores are what the backbone learns: Q-values into the mixer, policy logits for MAPPO,
+                   actor outputs for MADDPG; under DMIX its network has a quantile head
+                   (`ctde.nets.rnn.value_scores`)
     select_model   picks the bootstrap action for double-Q targets (IGM-DA: the student)
     eval_models    greedily evaluated at every test interval
     export_model   becomes the decentralized policy artifact
@@ -90,7 +91,7 @@ class Paradigm:
     backbone_notes: ClassVar[dict[str, str]] = {}
     diagnostics: ClassVar[tuple[str, ...]] = ()
     collect_model: str
-    td_model: str
+    learned_model: str
     select_model: str
     eval_models: tuple[str, ...]
     export_model: str

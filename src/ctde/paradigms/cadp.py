@@ -76,7 +76,7 @@ class CADP(Paradigm):
     options = CADPOptions
     backbone_families = ("value_decomposition", "policy_gradient")
     diagnostics = ("self_confidence",)
-    collect_model = td_model = select_model = "centralized"
+    collect_model = learned_model = select_model = "centralized"
     eval_models = ("centralized", "decentralized")
     export_model = "decentralized"
 
@@ -119,7 +119,7 @@ class CADP(Paradigm):
         scores, extras = {}, {"attention": attention}
         for model, out in outputs.items():
             scores[model], quantiles = value_scores(out, self.spec.n_actions, self.quantiles)
-            if model == self.td_model:
+            if model == self.learned_model:
                 extras.update(quantiles)
         return carry, ParadigmOutput(scores=scores, extras=extras)
 

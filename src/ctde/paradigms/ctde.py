@@ -19,7 +19,7 @@ class CTDE(Paradigm):
     name = "ctde"
     summary = "plain CTDE"
     per_agent_networks = True
-    collect_model = td_model = select_model = export_model = "agent"
+    collect_model = learned_model = select_model = export_model = "agent"
     eval_models = ("agent",)
 
     def __init__(self, config, spec):

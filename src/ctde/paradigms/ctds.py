@@ -48,7 +48,7 @@ class CTDS(PrivilegedAndStudent):
     reasons = {"backbone": "trains its teacher by TD through a mixer"}
     privileged = TEACHER
     student_reads_avail = False
-    collect_model = td_model = select_model = TEACHER
+    collect_model = learned_model = select_model = TEACHER
     eval_models = (STUDENT, TEACHER)
     own_optimizer = (STUDENT,)
 

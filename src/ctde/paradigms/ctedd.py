@@ -75,7 +75,7 @@ class CTEDD(Paradigm):
     needs_state = True
     reasons = {"backbone": "trains its global policies with DDPG-style updates through a centralized critic",
                "state": "for its global policies"}
-    collect_model = td_model = select_model = "global"
+    collect_model = learned_model = select_model = "global"
     eval_models = ("global", "local")
     train_eval_models = ("global",)  # the local policies mean nothing until stage 2
     export_model = "local"

@@ -67,7 +67,7 @@ class IGMDA(PrivilegedAndStudent):
     backbone_notes = {"dmix": "the paper's DMIX-DA"}
     privileged = EXPERT
     student_reads_avail = True
-    td_model = EXPERT
+    learned_model = EXPERT
     eval_models = (STUDENT, EXPERT)
 
     def __init__(self, config, spec):

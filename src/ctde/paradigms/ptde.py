@@ -58,7 +58,7 @@ class PTDE(Paradigm):
     backbone_families = ("value_decomposition", "policy_gradient")
     needs_state = True
     reasons = {"state": "for its teacher's global information z"}
-    collect_model = td_model = select_model = "teacher"
+    collect_model = learned_model = select_model = "teacher"
     eval_models = ("teacher", "student")
     train_eval_models = ("teacher",)  # the student means nothing until stage 2
     export_model = "student"

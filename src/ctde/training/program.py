@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from ctde.algos import make_backbone
+from ctde.algos.base import Backbone, collect_and_learn
 from ctde.algos.seeds import any_seed
 from ctde.config import TrainConfig
 from ctde.envs import make_env
 from ctde.envs.base import Environment, evaluation_env
 from ctde.paradigms import PARADIGMS, Paradigm, make_paradigm
 from ctde.training import cpu_kernels
+from ctde.training.distill import collect_datasets
 from ctde.algos.rollout import EpisodeStats, collect, run_policy
 from ctde.nets.actions import greedy_for
 
@@ -39,27 +41,58 @@ class RunState:
     first_nonfinite_step: jax.Array  # int32 []: env step at which a loss first became NaN/inf, -1 if never
 
 
+def first_nonfinite_step(previous: jax.Array, metrics: dict[str, jax.Array], env_steps: jax.Array) -> jax.Array:
+    """The env step at which a loss first became non-finite (int32 []), -1 while none has: `previous` unless
+    this iteration's `metrics` hold a NaN or inf for the first time, then `env_steps`. A non-finite loss stops
+    its seed; the runner then stops the run and keeps the last checkpoint."""
+    finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+    return jnp.where((previous < 0) & ~finite, env_steps, previous)
+
+
+def training_row(counters: tuple[Any, Any, Any], nonfinite_step: Any, episode_sums: EpisodeStats,
+                 update_sums: dict[str, Any], n_updates: Any, exploration: dict[str, Any], xp: Any = jnp
+                 ) -> dict[str, Any]:
+    """The training half of an evaluation block's metrics row, from the learner's (env steps, episodes, updates)
+    and one block's sums: counters, episode means, update-metric means and exploration. `xp` is jax.numpy inside
+    the compiled chunk, NumPy on the host loop."""
+    env_steps, episodes, updates = counters
+    row = {"env_steps": env_steps, "episodes": episodes, "updates": updates,
+           "nonfinite_step": nonfinite_step, "train/episodes": episode_sums.episodes}
+    episodes = xp.maximum(episode_sums.episodes, 1.0)
+    row["train/return"] = episode_sums.returns / episodes
+    row["train/win_rate"] = episode_sums.wins / episodes
+    row["train/episode_length"] = episode_sums.lengths / episodes
+    for name, total in update_sums.items():
+        row[f"train/{name}"] = total / xp.maximum(n_updates, 1)
+    for name, value in exploration.items():
+        row[f"train/{name}"] = value
+    return row
+
+
 @dataclass
 class Program:
-    """The pieces of a run that the host drives: environment, paradigm, backbone and compiled functions."""
+    """The pieces of a run that the runner drives: environment, paradigm, backbone and compiled functions.
+
+    Data is collected inside `jit` (`ctde.algos.base.collect_and_learn`); `ctde.training.host.HostProgram`
+    collects on the host instead and keeps everything else."""
 
     config: TrainConfig
     env: Environment
     paradigm: Paradigm
-    backbone: Any
+    backbone: Backbone
     n_blocks: int  # evaluation blocks in the whole run
     n_chunks: int
+    vmaps_one_seed: ClassVar[bool] = False  # whether one seed, too, is vmapped (the host loop's jitted steps are)
 
     def init(self, keys: jax.Array, sharding: Any = None) -> RunState:
         """keys [seeds, 2] -> RunState with a leading seed axis. `sharding` (the compiled chunk's
         `input_shardings[0][0]`) creates it where the chunk takes it: on several devices the chunk holds the state
-        on each, and a state made on one device cost the first chunk 5.5 s of copying at setting (b) (2.2 GB)."""
+        on each, and a state made on one device would be copied there before the first chunk."""
         return jax.jit(self._init_all_seeds, out_shardings=sharding)(keys)
 
     @functools.cached_property
     def _init_all_seeds(self):
-        # One function object for every call, so that JAX compiles init once (a fresh `jax.vmap(...)` each call
-        # was compiled anew: 5.6 s per call at setting (b)).
+        # One function object for every call, so that JAX compiles init once.
         return jax.vmap(self._init_one)
 
     @staticmethod
@@ -81,12 +114,15 @@ class Program:
                            length=self.env.spec.episode_limit, auto_reset=False, model=model,
                            select_actions=greedy_for(self.env.spec),
                            deterministic=not self.paradigm.stochastic_evaluation)
-        count = jnp.maximum(stats.episodes, 1.0)
-        return {"win_rate": stats.wins / count, "return": stats.returns / count, "episode_length": stats.lengths / count}
+        return stats.means()
 
     # -- one chunk ---------------------------------------------------------------------------------------
 
-    def _block(self, state: RunState, block: jax.Array, total_steps: jax.Array) -> tuple[RunState, dict[str, jax.Array]]:
+    def _iteration(self, learner: Any, active: jax.Array | None = None):
+        return collect_and_learn(self.backbone, self.env, learner, active)
+
+    def _block(self, state: RunState, block: jax.Array, total_steps: jax.Array
+               ) -> tuple[RunState, dict[str, jax.Array]]:
         """Train until env steps reach the block's mark (or the run's end), then evaluate every eval model."""
         config, backbone = self.config, self.backbone
         mark = jnp.minimum((block + 1) * config.eval.interval, total_steps)
@@ -101,38 +137,23 @@ class Program:
 
         def train_iteration(carry):
             state, episode_sums, update_sums, n_updates = carry
-            learner, stats, metrics, updates = backbone.iteration(state.learner, active(state))
-            # A non-finite loss stops this seed; the host then stops the run and keeps the last checkpoint.
-            finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
-            nonfinite_step = jnp.where((state.first_nonfinite_step < 0) & ~finite, learner.env_steps,
-                                       state.first_nonfinite_step)
-            state = state.replace(learner=learner, first_nonfinite_step=nonfinite_step)
+            learner, stats, metrics, updates = self._iteration(state.learner, active(state))
+            state = state.replace(learner=learner, first_nonfinite_step=first_nonfinite_step(
+                state.first_nonfinite_step, metrics, learner.env_steps))
             update_sums = jax.tree.map(jnp.add, update_sums, metrics)
             return state, episode_sums + stats, update_sums, n_updates + updates
 
-        metric_shapes = jax.eval_shape(backbone.iteration, state.learner)[2]
+        metric_shapes = jax.eval_shape(self._iteration, state.learner)[2]
         zero_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
         carry = (state, EpisodeStats.zero(), zero_metrics, jnp.int32(0))
         state, episode_sums, update_sums, n_updates = jax.lax.while_loop(keep_going, train_iteration, carry)
 
         eval_rng, key = jax.random.split(state.eval_rng)
         state = state.replace(eval_rng=eval_rng)
+        learner = state.learner
+        row = training_row((learner.env_steps, learner.episodes, learner.updates), state.first_nonfinite_step,
+                           episode_sums, update_sums, n_updates, backbone.exploration(learner))
         agent_params = backbone.agent_params(state.learner)
-        row = {
-            "env_steps": state.learner.env_steps,
-            "episodes": state.learner.episodes,
-            "updates": state.learner.updates,
-            "nonfinite_step": state.first_nonfinite_step,
-            "train/episodes": episode_sums.episodes,
-        }
-        episodes = jnp.maximum(episode_sums.episodes, 1.0)
-        row["train/return"] = episode_sums.returns / episodes
-        row["train/win_rate"] = episode_sums.wins / episodes
-        row["train/episode_length"] = episode_sums.lengths / episodes
-        for name, total in update_sums.items():
-            row[f"train/{name}"] = total / jnp.maximum(n_updates, 1)
-        for name, value in backbone.exploration(state.learner).items():
-            row[f"train/{name}"] = value
         models = self.paradigm.train_eval_models
         for model, model_key in zip(models, jax.random.split(key, len(models))):
             for name, value in self.evaluate(agent_params, model_key, model, config.eval.episodes).items():
@@ -152,21 +173,17 @@ class Program:
 
         Several seeds are vmapped. A single seed runs as it is, its seed axis dropped on the way in and restored on
         the way out: vmap over one seed leaves a unit axis inside every time-major activation ([T, 1, B, ...]),
-        around which XLA copies and transposes the GRU's sequences, and a chunk at setting (b) ran 1.08x slower
-        for it (interleaved chunks, 12 pairs, quartiles 1.08-1.10)."""
+        around which XLA copies and transposes the GRU's sequences (docs/backbones.md measures the cost)."""
         if self.config.seeds > 1:
-            self.backbone.seed_axis = SEED_AXIS
             chunk = jax.vmap(self.chunk, in_axes=(0, None, None), axis_name=SEED_AXIS)
         else:
-            self.backbone.seed_axis = None
-
             def chunk(state, first_block, total_steps):
                 state, metrics = self.chunk(jax.tree.map(lambda x: x[0], state), first_block, total_steps)
                 return jax.tree.map(lambda x: x[None], (state, metrics))
 
         return jax.jit(chunk, donate_argnums=0, compiler_options=self.compiler_options())
 
-    # -- what the host does with a program (the host loop, ctde.training.host, overrides these) ----------
+    # -- what the runner does with a program (the host loop, ctde.training.host, overrides these) --------
 
     def compile_chunk(self, abstract: RunState, total_steps: jax.Array) -> tuple[Any, Any]:
         """(chunk function, placement of its state): `compiled_chunk` compiled for `abstract`."""
@@ -184,8 +201,6 @@ class Program:
 
     def collect_datasets(self, agent_params: Any, keys: jax.Array, episodes: int, holdout: float) -> Any:
         """Stage 2's data set for every seed (`ctde.training.distill.collect_datasets`)."""
-        from ctde.training.distill import collect_datasets
-
         return collect_datasets(self, agent_params, keys, episodes, holdout)
 
     def close(self) -> None:
@@ -196,20 +211,22 @@ class Program:
         the CPU kernels `algo.cpu_kernels` selects (`ctde.training.cpu_kernels`)."""
         algo = self.config.algo
         # (read for value decomposition only: MAPPO's updates per rollout are ppo.epochs x ppo.minibatches)
-        steps_per_update = self.backbone.num_envs * self.backbone.length / max(algo.updates_per_rollout, 1)
+        rollout = self.backbone.rollout
+        steps_per_update = rollout.num_envs * rollout.length / max(algo.updates_per_rollout, 1)
         return cpu_kernels.compiler_options(algo.cpu_kernels, algo=algo.name, precision=algo.matmul_precision,
                                             learning=learning, env_steps_per_update=steps_per_update)
 
 
-def build_program(config: TrainConfig) -> Program:
+def assemble_program(config: TrainConfig, program: type[Program] = Program) -> Program:
+    """The run's environment, paradigm and backbone, as a `program`: `Program` collects inside `jit`,
+    `ctde.training.host.HostProgram` on the host (`ctde.training.runner.build_program` chooses)."""
     cpu_kernels.unroll_threefry()
     env = make_env(config.env, views=PARADIGMS[config.paradigm.name].required_views, ltr_options=config.ltr)
     paradigm = make_paradigm(config, env.spec)
     backbone = make_backbone(config, env, paradigm)
+    # Seeds run side by side under a named vmap (whose decisions then agree across seeds: ctde.algos.seeds),
+    # except one seed in the compiled chunk, which runs as it is (`Program.compiled_chunk`).
+    backbone.seed_axis = SEED_AXIS if config.seeds > 1 or program.vmaps_one_seed else None
     n_blocks = -(-config.steps // config.eval.interval)
     n_chunks = -(-n_blocks // config.log.chunk_evals)
-    # A host-side environment (SMAC, GRF, ...) is stepped outside JAX: the host loop drives the same backbone.
-    kind = Program
-    if getattr(env, "host", None) is not None:
-        from ctde.training.host import HostProgram as kind
-    return kind(config=config, env=env, paradigm=paradigm, backbone=backbone, n_blocks=n_blocks, n_chunks=n_chunks)
+    return program(config=config, env=env, paradigm=paradigm, backbone=backbone, n_blocks=n_blocks, n_chunks=n_chunks)

@@ -90,17 +90,17 @@ def resolve(config: TrainConfig) -> TrainConfig:
         rollout.length = rollout.length or 400
         require([
             (ppo.epochs >= 1 and ppo.minibatches >= 1, "ppo.epochs and ppo.minibatches must be at least 1"),
-            (ppo.chunk_length >= 1, "ppo.chunk_length must be at least 1"),
+            (ppo.segment_length >= 1, "ppo.segment_length must be at least 1"),
             (0 < ppo.clip < 1, "ppo.clip must be in (0, 1)"),
             (0 <= ppo.gae_lambda <= 1, "ppo.gae_lambda must be in [0, 1]"),
         ])
-        if rollout.length % ppo.chunk_length:
-            raise ConfigError(f"rollout.length={rollout.length} must be a multiple of ppo.chunk_length="
-                              f"{ppo.chunk_length}: training chunks tile each rollout.")
-        chunks = rollout.num_envs * rollout.length // ppo.chunk_length
-        if chunks % ppo.minibatches:
-            raise ConfigError(f"The rollout holds {chunks} chunks (rollout.num_envs x rollout.length / "
-                              f"ppo.chunk_length), which ppo.minibatches={ppo.minibatches} does not divide.")
+        if rollout.length % ppo.segment_length:
+            raise ConfigError(f"rollout.length={rollout.length} must be a multiple of ppo.segment_length="
+                              f"{ppo.segment_length}: training segments tile each rollout.")
+        segments = rollout.num_envs * rollout.length // ppo.segment_length
+        if segments % ppo.minibatches:
+            raise ConfigError(f"The rollout holds {segments} segments (rollout.num_envs x rollout.length / "
+                              f"ppo.segment_length), which ppo.minibatches={ppo.minibatches} does not divide.")
     else:
         rollout.auto_reset = bool(rollout.auto_reset)
     if rollout.length is not None:

@@ -18,18 +18,28 @@ import jax.numpy as jnp
 import numpy as np
 
 from ctde.config import TrainConfig, build_config, load_yaml, from_dict, save_config, to_dict
+from ctde.envs import split_id
+from ctde.envs.host import is_host_family
 from ctde.errors import CheckpointError, ConfigError, TrainingDivergedError
 from ctde.training.report import plot_learning_curves, steps_to_reach, write_report
 from ctde.audit import audit_policy
 from ctde.policy import DecentralizedPolicy, make_policy
 from ctde.training.checkpoint import Checkpoints, abstract_of
+from ctde.training.distill import run_distillation
 from ctde.training.logger import MetricsLogger, read_metrics, wandb_settings
-from ctde.training.program import Program, build_program
+from ctde.training.host import HostProgram
+from ctde.training.program import Program, assemble_program
 from ctde.training.resolve import resolve
 
 # Options that may change when resuming: they do not alter what has been computed so far.
 RESUMABLE_CHANGES = ("steps", "rollout.host_processes", "log.progress", "log.tensorboard", "log.checkpoint_every",
                      "log.checkpoints_kept", "log.wandb", "log.wandb_project", "log.wandb_entity", "log.wandb_group")
+
+
+def build_program(config: TrainConfig) -> Program:
+    """The run's program: collecting inside `jit` on JAX environments, on the host (`HostProgram`) for
+    environments stepped outside JAX (SMAC, GRF, any SMAC-interface class). `config` must be resolved."""
+    return assemble_program(config, HostProgram if is_host_family(split_id(config.env.id)[0]) else Program)
 
 
 @dataclass
@@ -242,8 +252,6 @@ def _finish(run_dir: Path, config: TrainConfig, program: Program, state: Any, ch
     stage_summary: dict = {}
     for stage in program.paradigm.post_training:
         if stage == "distill":
-            from ctde.training.distill import run_distillation
-
             # Stage 2 continues from its checkpoints only if stage 1 ended where it had: a stage 2 distilled from
             # an earlier stage-1 state (a run stopped early, or extended with steps=...) starts again.
             stage_one_moved = start_chunk < program.n_chunks
