@@ -30,6 +30,9 @@ LAZY_ALLOWED = {
     **{("ctde/__init__.py", module): "ctde/__init__.py runs before any submodule; importing the training stack "
        "here would make `import ctde.policy` (which needs only ctde.nets) load it all"
        for module in ("ctde.training.runner", "ctde.policy", "ctde.audit")},
+    **{("ctde/envs/__init__.py", module): "MPE's modules build JAX arrays when imported, which starts JAX's backend "
+       "(and claims a GPU): at the top, every `import ctde` would start it; imported when an mpe:* id is used"
+       for module in ("ctde.envs.mpe", "ctde.envs.push_forward")},
     ("ctde/envs/host/__init__.py", "ctde.envs.host.smac"): "the SMAC / SMAClite adapter, used only with the "
     "optional smac / smaclite packages; it imports require_package from this package",
     ("ctde/envs/host/__init__.py", "ctde.envs.host.grf"): "the Google Research Football adapter, used only with "

@@ -1,13 +1,27 @@
-"""Environment registry: `family:name` ids to environments in the functional interface of `envs.base`."""
+"""Environment registry: `family:name` ids to environments in the functional interface of `envs.base`.
+
+MPE (`ctde.envs.mpe`, `ctde.envs.push_forward`) is imported only when an mpe:* id is checked, built or listed: those
+modules build JAX arrays when imported, which starts JAX's backend (on a machine with a GPU, JAX then takes its
+memory), and every `import ctde` imports this package.
+"""
 
 from __future__ import annotations
 
 import difflib
+from typing import TYPE_CHECKING
 
-from ctde.config import EnvConfig
+from ctde.config import EnvConfig, LTRConfig
 from ctde.envs.base import FULL_OBS, Environment, EnvSpec, TimeStep
-from ctde.envs.host import HOST_FAMILIES, check_host_env, is_host_family
+from ctde.envs.host import GRF_SCENARIOS, HOST_FAMILIES, MODULES, check_host_env, importable, is_host_family
+from ctde.envs.host.environment import make_host_env
+from ctde.envs.ltr import DESCRIPTION as LTR_DESCRIPTION
+from ctde.envs.ltr import cached_ltr_env, check_config
+from ctde.envs.smax import REFUSED_MAPS, SMAXEnv, check_map, map_info, map_names
+from ctde.envs.toy import TOY_ENVS, make_toy
 from ctde.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ctde.envs.mpe import AdversaryPolicy
 
 FAMILIES = {
     "mpe": "JaxMARL's MPE particle worlds (simple_tag, simple_push, simple_spread) and CTEDD's push_forward",
@@ -54,18 +68,12 @@ def check_env(config: EnvConfig, ltr_options=None) -> None:
         raise ConfigError(f"env.adversary_policy={config.adversary_policy} configures the fixed side of MPE "
                           f"scenarios (mpe:simple_tag's prey, mpe:simple_push's adversary); {config.id} has none.")
     if family == "ltr":
-        from ctde.envs.ltr import check_config
-
         check_config(name, config.sight_range, config.episode_limit, ltr_options)
     elif family == "smax":
-        from ctde.envs.smax import check_map
-
         check_map(name)
     elif is_host_family(family):
         check_host_env(family, name, config.sight_range)
     elif family == "toy":
-        from ctde.envs.toy import TOY_ENVS
-
         if name not in TOY_ENVS:
             close = difflib.get_close_matches(name, list(TOY_ENVS), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -83,35 +91,37 @@ def make_env(config: EnvConfig, views: tuple[str, ...] = (), ltr_options=None) -
     check_env(config, ltr_options)
     family, name = split_id(config.id)
     if is_host_family(family):
-        from ctde.envs.host.environment import make_host_env
-
         return make_host_env(family, name, config.sight_range, config.episode_limit, views)
     if family == "ltr":
-        from ctde.envs.ltr import LTREnv
-
-        from ctde.envs.ltr import cached_ltr_env
-
         return cached_ltr_env(name, ltr_options, views)
     if family == "smax":
-        from ctde.envs.smax import SMAXEnv
-
         return SMAXEnv(name, sight_range=config.sight_range, episode_limit=config.episode_limit,
                        smac_parity=config.smac_parity, views=views)
     if family == "mpe":
-        from ctde.envs.mpe import make_mpe
-
         return make_mpe(name, episode_limit=config.episode_limit, adversary_policy=config.adversary_policy,
                         sight_range=config.sight_range, views=views, continuous_actions=config.continuous_actions)
-    from ctde.envs.toy import make_toy
-
     return make_toy(name, config.toy_size, views, config.sight_range)
+
+
+def make_mpe(name: str, episode_limit: int | None = None, adversary_policy: AdversaryPolicy = "heuristic",
+             sight_range: float | None = None, views: tuple[str, ...] = (), continuous_actions: bool = False):
+    """Build `mpe:<name>` (a JaxMARL scenario, `ctde.envs.mpe.MPEEnv`, or CTEDD's push_forward,
+    `ctde.envs.push_forward.PushForward`), refusing options it cannot honour; `continuous_actions`: 2-D forces in
+    [-1, 1] instead of the 5 discrete moves."""
+    from ctde.envs.mpe import MPEEnv, check_options
+
+    check_options(name, sight_range, adversary_policy, views)
+    if name == "push_forward":
+        from ctde.envs.push_forward import PushForward
+
+        return PushForward(episode_limit=episode_limit, continuous_actions=continuous_actions)
+    return MPEEnv(name, episode_limit=episode_limit, adversary_policy=adversary_policy,
+                  continuous_actions=continuous_actions)
 
 
 def list_environments() -> list[dict]:
     """One row per environment and map: id, agents, enemies, episode limit, views, description."""
-    from ctde.envs.mpe import SCENARIO_NAMES, make_mpe, scenario_description
-    from ctde.envs.smax import REFUSED_MAPS, map_info, map_names
-    from ctde.envs.toy import TOY_ENVS, make_toy
+    from ctde.envs.mpe import SCENARIO_NAMES, scenario_description
 
     rows = []
     for name in map_names():
@@ -129,9 +139,6 @@ def list_environments() -> list[dict]:
         spec = make_mpe(name).spec
         rows.append({"id": f"mpe:{name}", "agents": spec.n_agents, "enemies": 0, "episode_limit": spec.episode_limit,
                      "views": "", "description": scenario_description(name)})
-    from ctde.config import LTRConfig
-    from ctde.envs.ltr import DESCRIPTION as LTR_DESCRIPTION
-
     rows.append({"id": "ltr:<path>", "agents": LTRConfig().docs_per_query, "enemies": 0, "episode_limit": 1,
                  "views": "", "description": LTR_DESCRIPTION})
     rows.extend(host_rows())
@@ -140,7 +147,6 @@ def list_environments() -> list[dict]:
 
 def host_rows() -> list[dict]:
     """One row per host-side family (and GRF scenario), saying whether its package is installed here."""
-    from ctde.envs.host import GRF_SCENARIOS, MODULES, importable
 
     def installed(family: str) -> str:
         return "installed" if importable(MODULES[family]) else "not installed: docs/environments.md says how"

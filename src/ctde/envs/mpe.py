@@ -12,7 +12,8 @@ Scenarios (`mpe:<name>`), each with the cooperative side as the learners:
 - `mpe:simple_spread` (`MPE_simple_spread_v3`): all 3 agents learn; 3 landmarks. Team reward: the mean of the
   agents' rewards (each is 0.5 x minus the sum over landmarks of the nearest agent's distance, shared, plus
   0.5 x minus its own collisions with other agents).
-- `mpe:push_forward`: our own scenario from the CTEDD paper, in `ctde.envs.push_forward` (built here too).
+- `mpe:push_forward`: our own scenario from the CTEDD paper, in `ctde.envs.push_forward` (`ctde.envs.make_mpe`
+  builds either).
 
 Fixed policies (`env.adversary_policy`), deterministic given the step's key:
 - `heuristic` (deterministic outright): simple_tag's prey flees the nearest predator: it takes the action whose
@@ -308,19 +309,6 @@ class MPEEnv:
             reward = jnp.mean(jnp.stack([rewards[a] for a in self.scenario.learners]))
         done = env_state.step >= self.limit
         return env_state, self._timestep(env_state, reward, done)
-
-
-def make_mpe(name: str, episode_limit: int | None = None, adversary_policy: AdversaryPolicy = "heuristic",
-             sight_range: float | None = None, views: tuple[str, ...] = (), continuous_actions: bool = False):
-    """Build `mpe:<name>` (a JaxMARL scenario or push_forward), refusing options it cannot honour;
-    `continuous_actions`: 2-D forces in [-1, 1] instead of the 5 discrete moves."""
-    check_options(name, sight_range, adversary_policy, views)
-    if name == "push_forward":
-        from ctde.envs.push_forward import PushForward
-
-        return PushForward(episode_limit=episode_limit, continuous_actions=continuous_actions)
-    return MPEEnv(name, episode_limit=episode_limit, adversary_policy=adversary_policy,
-                  continuous_actions=continuous_actions)
 
 
 def scenario_description(name: str) -> str:

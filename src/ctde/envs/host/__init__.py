@@ -21,6 +21,7 @@ import io
 import importlib.util
 from dataclasses import dataclass
 
+from ctde.envs.host.adapter import SMACAdapter
 from ctde.errors import ConfigError, IncompatibleError
 
 HOST_FAMILIES = {
@@ -165,6 +166,4 @@ class HostEnvFactory:
 
     def make(self, seed: int):
         """The adapter: our step/reset contract in NumPy arrays (`ctde.envs.host.adapter.SMACAdapter`)."""
-        from ctde.envs.host.adapter import SMACAdapter
-
         return SMACAdapter(self.make_raw(seed), self.env_id, views=self.views, episode_limit=self.episode_limit)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from ctde.envs.base import EnvSpec, TimeStep
 from ctde.envs.host import HostEnvFactory, check_host_env
+from ctde.envs.smax import SMAC_EPISODE_LIMITS
 
 
 @functools.lru_cache(maxsize=16)
@@ -56,7 +57,5 @@ def make_host_env(family: str, name: str, sight_range, episode_limit, views: tup
                   ) -> HostEnvironment:
     check_host_env(family, name, sight_range, views)
     if episode_limit is None and family == "smaclite":
-        from ctde.envs.smax import SMAC_EPISODE_LIMITS
-
         episode_limit = SMAC_EPISODE_LIMITS.get(name, 150)
     return HostEnvironment(HostEnvFactory(family, name, tuple(views), episode_limit))
