@@ -10,7 +10,7 @@ on a win. Episodes last at most 12 steps; the limit is reported as SMAC does wit
 
 Observation (SMAC's layout and normalization): 4 move flags; per enemy [attackable, distance, dx, dy, health];
 per other agent [visible, distance, dx, dy, health]; own health. Units are seen within sight range 3
-(`unit_sight_range`), features divided by it, so the unlimited-sight view (`ctde.envs.host.smac.FullSight`) works
+(`unit_sight_range`), features divided by it, so the unlimited-sight view (`ctde.envs.host.adapter.FullSight`) works
 here as on SMAC. State: per unit [health, x / 6, y / 6]. `reset(seed)` makes an episode reproducible.
 """
 
