@@ -1,9 +1,11 @@
-"""The on-device training program: chunks of (train until the next evaluation mark, evaluate greedily).
+"""The training program: chunks of (train until the next evaluation mark, evaluate greedily).
 
-Everything inside a chunk runs in one `jit`-compiled function, vmapped over seeds (one seed runs as it is, see
+A training iteration is the backbone's rollout, then its `learn` (`ctde.algos.base.collect_and_learn`). Here,
+everything inside a chunk runs in one `jit`-compiled function, vmapped over seeds (one seed runs as it is, see
 `Program.compiled_chunk`); the host gets control back once per chunk to log, draw progress and checkpoint. The
 chunk function takes the index of its first evaluation block as a traced argument, so every chunk reuses the
-first chunk's compilation.
+first chunk's compilation. `ctde.training.host.HostProgram` is the same program with the rollout collected on the
+host, for environments stepped outside JAX; both write their metrics rows with `training_row`.
 """
 
 from __future__ import annotations
