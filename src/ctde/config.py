@@ -110,18 +110,18 @@ class AlgoConfig:
         "rollouts, evaluation and the exported policy stay float32")
     cpu_kernels: Literal["auto", "ynnpack", "ynnpack_dots", "native"] = option(
         "auto", "XLA:CPU kernels of the compiled programs: ynnpack (XLA's default: dots and reductions in the "
-        "YNNPACK library), ynnpack_dots (dots only), native (XLA's own kernels), or auto (the fastest measured: "
+        "YNNPACK library), ynnpack_dots (dots only), native (XLA's own kernels), or auto (per program: "
         "native for MAPPO/IPPO float32 and evaluation, ynnpack_dots for MAPPO/IPPO bfloat16, and for value "
-        "decomposition ynnpack_dots from 512 env steps per update, ynnpack below; see ctde.training.cpu_kernels); "
+        "decomposition ynnpack_dots from 512 env steps per update, ynnpack below; see docs/performance.md); "
         "ignored off the CPU")
     slice_rows: int | None = option(
         None, "agent-steps per gradient pass: a larger batch (replay sample, MAPPO minibatch) is processed in "
-        "slices of whole sequences or chunks whose loss is weighted by their share of the counted steps: the same "
+        "slices of whole sequences or segments whose loss is weighted by their share of the counted steps: the same "
         "update, in pieces that stay in the CPU cache and can run side by side (algo.slice_devices); 0 = the whole "
-        "batch in one pass; None = the fastest measured: 4096 for value decomposition, 8192 for MAPPO/IPPO")
+        "batch in one pass; None = the backbone's default: 4096 for value decomposition, 8192 for MAPPO/IPPO")
     slice_devices: int = option(
         0, "CPU devices (cores) the slices of a batch run on side by side, each summing its share: 0 = auto (value "
-        "decomposition: as many as there are cores, up to the slice count; MAPPO/IPPO: 1, measured no faster), "
+        "decomposition: as many as there are cores, up to the slice count; MAPPO/IPPO: 1), "
         "1 = one device; ignored off the CPU (see ctde.algos.slicing)")
     # Value decomposition and MADDPG (replay of whole episodes):
     batch_size: int = option(32, "sequences (episodes) per gradient update")
@@ -168,7 +168,7 @@ class PPOConfig:
     """MAPPO / IPPO options (defaults: CADP's MAPPO experiments, after Yu et al. 2022)."""
 
     epochs: int = option(5, "passes over each rollout")
-    minibatches: int = option(1, "minibatches per pass (each a set of whole-environment chunks)")
+    minibatches: int = option(1, "minibatches per pass (each a set of whole-environment segments)")
     clip: float = option(0.2, "PPO ratio clip, also the value-clip range")
     entropy_coef: float = option(0.01, "entropy bonus weight")
     value_coef: float = option(1.0, "value loss weight")

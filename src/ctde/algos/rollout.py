@@ -168,9 +168,9 @@ def run_rollout(env: Environment, actor: Actor, params: Any, key: jax.Array, sta
     the episodes that finished, and the state to continue from (meaningful with `auto_reset`).
 
     `carry_every` > 0 (a divisor of `length`) also records the actor's recurrent state before steps 0, k, 2k, ...
-    in `trajectory.segment_carry` [E, length / k, ...]: what recurrent training on chunks of k steps starts from.
-    Recording it there instead of as a per-step extra keeps a k-times smaller copy (on the CPU, copying every
-    step's carry out of the loop cost about a sixth of a MAPPO rollout)."""
+    in `trajectory.segment_carry` [E, length / k, ...]: what recurrent training on segments of k steps starts
+    from. Recording it there instead of as a per-step extra keeps a k-times smaller copy: copying every step's
+    carry out of the loop is a sizeable part of a MAPPO rollout on the CPU (docs/backbones.md, MAPPO)."""
     num_envs = state.reset.shape[0]
 
     def step(loop, step_key):

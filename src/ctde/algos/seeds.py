@@ -1,9 +1,9 @@
 """How a backbone's iteration stays cheap when the training program vmaps it over seeds.
 
 Under `jax.vmap` a condition that differs between seeds cannot branch: `lax.cond` runs both sides and selects,
-and a `while_loop` chooses, every iteration, between each seed's old and new carry. Over a replay buffer
-(0.4 GB for the CADP + QMIX demo, 2.2 GB at the JaxMARL-matched 5m_vs_6m setting) that choice is a copy per
-iteration, and it made real training chunks 2.5-3.3x slower than the iteration alone.
+and a `while_loop` chooses, every iteration, between each seed's old and new carry. With a replay buffer
+in the state, that choice copies the whole buffer every iteration (docs/backbones.md, "Seeds side by side, each
+to its own mark", measures the cost).
 
 So the training program keeps looping while any seed is short of its evaluation mark, and passes each seed an
 `active` flag; a backbone then leaves an inactive seed's state as it was without choosing between whole

@@ -7,9 +7,8 @@ into slices S_1..S_k with N_s counted samples each gives exactly
     L(batch) = Σ_s (N_s / N) · L(S_s),    N = Σ_s N_s,
 
 and the same for its gradient and for any metric that is such a mean. Processing a slice at a time changes
-only the memory traffic: on these 2-core CPUs one pass over a large batch streams its activations through
-main memory, while slices of a few thousand agent-steps stay in cache (MAPPO trained 1.25x faster in slices
-at 64 environments, 1.6x at 256).
+only the memory traffic: on a CPU one pass over a large batch streams its activations through main memory,
+while slices of a few thousand agent-steps stay in cache (docs/backbones.md measures the gain).
 
 A backbone opts in by keeping that contract: `algo.slice_rows` sets the slice size in agent-steps (0 = off).
 
@@ -17,10 +16,9 @@ Slices are independent until their sums meet, so they can also run side by side:
 device per core (`ctde.training.cpu_kernels.one_device_per_core`), `sum_over_slices(..., devices=d)` gives each
 of d devices its share of the slices and adds the d partial sums. XLA:CPU runs one program's operations nearly
 one at a time, and a recurrent update is mostly chains of small products (a GRU step over 80 rows) that each
-use one core; two devices keep both cores busy. The QMIX update at JaxMARL-matched settings (32 sequences of
-129 steps, bfloat16 matmuls) ran 1.10x faster with 2 slices on 2 devices and 1.20x with 4 (interleaved calls,
-2-core EPYC; 4 slices on one device: 1.02x). MAPPO's minibatch, whose large products already use both cores,
-gained nothing (0.98x), so its default is one device. The sum is the same up to float rounding: each device
+use one core; two devices keep both cores busy. MAPPO's minibatch, whose large products already use every
+core, does not gain, so its default is one device (docs/backbones.md, "Slices side by side on the cores", has
+the measurements behind both defaults). The sum is the same up to float rounding: each device
 adds its own slices in order and the partial sums are then added across devices, so a run is reproducible for
 a given device count, and differs in the last bits from the same run on one device.
 """
@@ -39,29 +37,28 @@ _DEVICE_AXIS = "slice_devices"
 
 
 # Per backbone family: agent-steps per slice where `algo.slice_rows` is unset, and devices where
-# `algo.slice_devices` is 0 (None: all). Value decomposition's smaller slices let two cores each run two
-# (1.20x against 1.10x with one each, at (b)); MAPPO's minibatch ran 0.95x in slices of 4096 and 0.98x on two
-# devices.
+# `algo.slice_devices` is 0 (None: all). Value decomposition's smaller slices give each core more than one;
+# MAPPO's minibatch keeps larger slices on one device, as neither smaller slices nor a second device sped it up
+# (docs/backbones.md).
 _DEFAULTS = {"value_decomposition": (4096, None), "policy_gradient": (8192, 1)}
 
 
 def slicing_options(algo: Any, family: str) -> tuple[int, int | None]:
     """(agent-steps per slice, devices wanted or None for all) of backbone `family` ("value_decomposition" or
-    "policy_gradient"): `algo.slice_rows` and `algo.slice_devices`, or the family's measured defaults."""
+    "policy_gradient"): `algo.slice_rows` and `algo.slice_devices`, or the family's defaults."""
     rows, devices = _DEFAULTS[family]
     return (rows if algo.slice_rows is None else algo.slice_rows), (algo.slice_devices or devices)
 
 
 def slice_count(units: int, rows_per_unit: int, slice_rows: int, devices: int = 1) -> int:
-    """How many equal slices of whole units (sequences, chunks) a batch of `units` is processed in: a divisor of
+    """How many equal slices of whole units (sequences, segments) a batch of `units` is processed in: a divisor of
     `units` whose slices come nearest, by ratio, to `slice_rows` agent-steps; 1 when slicing is off (0) or the
     batch is no larger than one slice.
 
     With `devices` > 1 (a divisor of `units`) the count is raised to the next divisor that is a multiple of
     `devices`, so that every device has slices of its own even where the batch is small: a program that spans
     several devices runs everything outside `sum_over_slices` on each of them, so a batch left whole would be
-    computed once per device, each copy on one core (the CADP + QMIX demo on 3m, whose shorter batches fit one
-    slice, trained 0.94x as fast without this, in interleaved chunks)."""
+    computed once per device, each copy on one core (docs/backbones.md measures the cost on the demo)."""
     count = 1
     if slice_rows > 0 and units * rows_per_unit > slice_rows:
         wanted = max(slice_rows / rows_per_unit, 1.0)  # units per slice

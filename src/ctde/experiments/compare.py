@@ -442,8 +442,8 @@ def score_matrices(table: dict[str, dict[str, dict]], tasks: Sequence[str], norm
 
 def _interquartile_mean(values: np.ndarray) -> np.ndarray:
     """Mean of the middle half along axis 0, cutting int(n / 4) values at each end as scipy's
-    trim_mean(values, 0.25, axis=0) (what rliable's aggregate_iqm calls), by a sort: scipy's version costs a
-    millisecond a call, and the bootstrap calls it once per resample. values [n, ...] -> [...]."""
+    trim_mean(values, 0.25, axis=0) (what rliable's aggregate_iqm calls), by a sort, cheaper per call than
+    scipy's, as the bootstrap calls it once per resample (docs/compare.md). values [n, ...] -> [...]."""
     n = values.shape[0]
     cut = int(0.25 * n)
     return np.sort(values, axis=0)[cut:n - cut].mean(axis=0)

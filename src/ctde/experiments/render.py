@@ -348,10 +348,10 @@ class ReplayResult:
 
 
 def _gif_writer(fps: int):
-    """matplotlib's `PillowWriter`, made several times faster for long replays: a frame is the canvas's own RGBA
-    buffer (no `savefig` per frame), reduced at once to a palette of its own by Pillow's fast octree quantizer
-    (1.5 ms a frame). Left to Pillow's GIF writer, the RGB frames were quantized there by median cut, half the
-    rendering time, and kept until then at three times the memory."""
+    """matplotlib's `PillowWriter`, made faster for long replays: a frame is the canvas's own RGBA buffer (no
+    `savefig` per frame), reduced at once to a palette of its own by Pillow's fast octree quantizer. Left to
+    Pillow's GIF writer, the RGB frames would be quantized at the end by the slower median cut, and kept until
+    then at three times the memory (docs/performance.md, "Replay GIFs", measures the difference)."""
     from matplotlib import animation
     from PIL import Image
 

@@ -5,8 +5,8 @@ matmul (the dense layers of agent, mixer, hypernetworks, critic and paradigm net
 recurrence) to bfloat16 and accumulate in float32, in the forward pass and in both matmuls of its backward
 pass. Parameters, optimizer state, activations between layers, losses, the small per-sample contractions
 (attention over teammates, the mixing of Q-values) and everything outside the update (rollouts, evaluation,
-the exported policy) stay float32. CPUs with AVX512-BF16 run such matmuls at twice the float32 rate; GPUs run
-them on their tensor cores.
+the exported policy) stay float32. CPUs with AVX512-BF16 or AMX run such matmuls faster than float32, and GPUs
+run them on their tensor cores (docs/backbones.md, "Matmul precision", has the rates).
 
 One mechanism carries the choice: JAX's own `jax.default_matmul_precision` context, read while a function
 is traced. The backbones trace their update inside `learner_precision(config.algo.matmul_precision)`; every

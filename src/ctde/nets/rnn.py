@@ -40,7 +40,8 @@ def gru_scan(h0, x_r, x_z, x_n, resets, w_r, w_z, w_n, b_r, b_z, b_n):
     The backward pass is written out: the reverse loop carries only dh and emits the gradient reaching each
     step's output; the gate gradients follow for all steps at once, and the weight gradients are then single
     large matmuls over all steps. Autodiff of `lax.scan` would instead accumulate [H, H] weight gradients
-    inside the loop, which made the backward pass 6x slower than the forward on CPU.
+    inside the loop: a small outer product added to a carried gradient every step instead of one large product
+    after the loop (docs/performance.md measures the difference).
     """
     return _gru_forward(h0, x_r, x_z, x_n, resets, w_r, w_z, w_n, b_r, b_z, b_n)[0]
 
@@ -72,7 +73,7 @@ def _gru_bwd(residuals, d_hs):
 
     # The loop emits only g; the gate gradients are recomputed from it for all steps at once. Every stacked
     # output of a loop is a [T, *B, H] buffer zero-filled before it and written a step at a time, so one output
-    # instead of four made the (b) bfloat16 QMIX update ~2% faster (interleaved calls, 2026-11-22).
+    # instead of four saves three such buffers (docs/performance.md measures the gain).
     dh0, g = jax.lax.scan(step, jnp.zeros_like(d_hs[0]), (d_hs, h_prev, r, z, n, hn, resets), reverse=True)
     da_r, da_z, da_n, dhn = _gate_gradients(g, h_prev, r, z, n, hn)
     flat_sum = lambda a: a.reshape(-1, a.shape[-1]).sum(axis=0)  # noqa: E731

@@ -147,7 +147,7 @@ def complete_checkpoints(directory: Path) -> list[int]:
 def one_checkpoint_disk(checkpoints: Path) -> str:
     """A `small_disk` size on which one of these checkpoints fits and a second does not: 1.5 times the largest
     complete one in whole 4 KiB tmpfs pages, plus 128 KiB for the run's other files. Checkpoint sizes move with
-    library versions (a fixed 2 MB disk held three 0.7 MB toy checkpoints with orbax-checkpoint 0.12.8)."""
+    library versions, so a fixed size stops fitting exactly one (docs/tests.md tells how one did)."""
     largest = max(sum(-(-path.stat().st_size // 4096) * 4096 for path in (checkpoints / str(step)).rglob("*")
                       if path.is_file()) for step in complete_checkpoints(checkpoints))
     return f"{int(1.5 * largest) // 1024 + 128}k"

@@ -2,26 +2,20 @@
 
 Since JAX 0.10, XLA:CPU by default hands dots and float32 reductions to the YNNPACK library. That pays for the
 learner's large matmuls and loss reductions, but every library call has a fixed cost, and SMAX's step is full of
-tiny reductions (distances over the two coordinates of every pair of units): random-action SMAX 5m_vs_6m
-rollouts run 2.1-2.5x faster with XLA's own kernels at 64-512 envs (64: 31k -> 67k steps/s on a 2-core EPYC;
-about the same at 16). Where a program's time goes decides which wins; measured on that machine
-(`benchmarks/throughput.py` records both):
+tiny reductions (distances over the two coordinates of every pair of units), which XLA's own kernels run much
+faster. Where a program's time goes decides which wins, and `algo.cpu_kernels=auto` picks per program
+(`kernel_choice`):
 
-| program                                                        | fastest      | vs XLA's default |
-|----------------------------------------------------------------|--------------|------------------|
-| MAPPO / IPPO iteration, float32                                | native       | 1.19x            |
-| MAPPO / IPPO iteration, bfloat16                               | ynnpack_dots | 1.08-1.15x       |
-| QMIX, 16 envs x 128 steps per 8 updates (256 env steps/update) | ynnpack      | ynnpack_dots 0.96x, native 0.97x (bf16 0.71x) |
-| QMIX, 8 envs x 70 steps per update (560)                       | either       | ynnpack_dots 1.01x, native 0.97x |
-| QMIX, 64 envs x 70 steps per 4 updates (1,120)                 | ynnpack_dots | 1.41x float32, 1.25x bfloat16 (native 1.30x) |
-| evaluation (environment and greedy actor)                      | native       | 2.1-2.5x (env alone) |
+- MAPPO / IPPO, float32: native; in bfloat16: ynnpack_dots (bfloat16 matmuls are fast only in YNNPACK).
+  An on-policy iteration spends a large share of its time stepping the environment.
+- value decomposition: ynnpack below `DOTS_ONLY_FROM_STEPS_PER_UPDATE` environment steps per replayed update,
+  where the update's reductions, which gain from YNNPACK, dominate; ynnpack_dots from there on, as the
+  environment's share grows with the steps collected per update.
+- evaluation (environment and greedy actor): native.
 
-On-policy learners step the environment for a third of an iteration. A value-decomposition learner's share
-depends on how many environment steps it collects per replayed update, whose reductions YNNPACK speeds up;
-bfloat16 matmuls are fast only in YNNPACK. `algo.cpu_kernels=auto` applies this table (value decomposition:
-ynnpack_dots from `DOTS_ONLY_FROM_STEPS_PER_UPDATE` env steps per update, between the measured 256 and 560);
-the other values force one choice for every program of a run.
-Off the CPU the setting does nothing. The choice changes float rounding, not what is computed.
+The other values force one choice for every program of a run; off the CPU the setting does nothing. The choice
+changes float rounding, not what is computed. docs/performance.md ("CPU kernels") has the timings behind these
+choices and the threshold's place between the two measured settings; `benchmarks/throughput.py` records both.
 
 Independently of the setting, `unroll_threefry` makes every random draw on the CPU straight-line code, and
 `one_device_per_core` lets a batch's slices run side by side on the cores (both below).
@@ -77,10 +71,10 @@ def unroll_threefry() -> bool:
 
     On the CPU JAX emits the hash's 20 rounds as a 5-trip loop to keep programs small. Every trip of every
     random call is then a few thunks on arrays of a dozen elements, each costing more to dispatch than to
-    compute, and SMAX draws several times per environment step: a QMIX rollout of 16 environments x 128 steps
-    on SMAX 5m_vs_6m (random actions of the acting network included) took 58 ms with the loop and 44 ms
-    without it on a 2-core EPYC. The random bits are identical (`tests/test_cpu_kernels.py`). Returns False,
-    changing nothing, where this JAX version lacks the internals it uses.
+    compute, and SMAX draws several times per environment step, so the loop is a visible part of a rollout
+    (docs/performance.md, "Random draws", measures it). The random bits are identical
+    (`tests/test_cpu_kernels.py`). Returns False, changing nothing, where this JAX version lacks the internals
+    it uses.
     """
     try:
         from jax._src.interpreters import mlir
