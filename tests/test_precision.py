@@ -1,11 +1,14 @@
 """bfloat16 matmuls (algo.matmul_precision): exact rounding semantics, reach into every layer, and that float32
 runs are untouched."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ctde.algos.base import collect_and_learn
 from ctde.config import build_config
 from ctde.nets.cadp import CADPAgent
 from ctde.nets.mixers import QMIXMixer
@@ -99,7 +102,7 @@ def test_the_option_reaches_the_update_and_only_the_update(algo):
         program = build_program(config)
         state = jax.eval_shape(program.init, seed_keys(config))
         learner = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state.learner)
-        operands = _weight_matmuls(jax.make_jaxpr(program.backbone.iteration)(learner).jaxpr)
+        operands = _weight_matmuls(jax.make_jaxpr(functools.partial(collect_and_learn, program.backbone, program.env))(learner).jaxpr)
         counts[precision] = {dtype: sum(lhs == dtype for lhs, _ in operands) for dtype in ("float32", "bfloat16")}
     assert counts["float32"]["bfloat16"] == 0
     assert counts["bfloat16"]["bfloat16"] > 0 and counts["bfloat16"]["float32"] > 0

@@ -1,5 +1,6 @@
 """Value decomposition with hand-computed expectations: mixers, TD targets, masking."""
 
+import functools
 import itertools
 
 import jax
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ctde.algos.base import collect_and_learn
 from ctde.algos.value_decomposition import lambda_returns
 from ctde.nets.mixers import NoMixer, QMIXMixer, QPLEXMixer, VDNMixer
 from ctde.nets.actions import epsilon_greedy, masked_argmax
@@ -164,7 +166,7 @@ def test_trimming_padding_does_not_change_the_update():
     untrimmed.trim_lengths = (env.spec.episode_limit + 1,)
     assert len(trimmed.trim_lengths) == 3
     state = trimmed.init(jax.random.PRNGKey(0))
-    state, *_ = jax.jit(trimmed.iteration)(state)  # one rollout of 8 random episodes (~20 steps of 61)
+    state, *_ = jax.jit(functools.partial(collect_and_learn, trimmed, env))(state)  # one rollout of 8 random episodes (~20 steps of 61)
     learner = (state.params, state.target_params, state.opt_state, state.updates)
     outputs = [jax.jit(l.update)(learner, state.replay, state.env_steps, jax.random.PRNGKey(5))
                for l in (trimmed, untrimmed)]
@@ -202,7 +204,7 @@ def test_an_update_computed_in_slices_of_sequences_is_the_same_update(paradigm):
     whole = backbones[0]
     state = whole.init(jax.random.PRNGKey(0))
     episodes, _ = collect(env, whole.paradigm, state.params.agents, jax.random.PRNGKey(1), num_envs=8,
-                          length=whole.length, auto_reset=False, model=whole.paradigm.collect_model,
+                          length=whole.rollout.length, auto_reset=False, model=whole.paradigm.collect_model,
                           select_actions=epsilon_greedy(jnp.float32(1.0)))  # 8 random episodes
     replay = whole.replay.add(state.replay, episodes)
     learner = (state.params, state.target_params, state.opt_state, state.updates)
