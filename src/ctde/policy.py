@@ -48,6 +48,8 @@ SenderStep = Callable[..., jax.Array]
 # One agent's receiver: (params, hidden [H], obs [o], last_action [], avail [A], agent_index [], reset [],
 # messages [n, k]) -> (hidden [H], scores [A]).
 ReceiverStep = Callable[..., tuple[jax.Array, jax.Array]]
+# One seed's parameters of a network from a PRNG key (the tree `params.msgpack` holds per seed).
+ParamInit = Callable[[jax.Array], Any]
 
 
 @dataclass(frozen=True)
@@ -61,19 +63,22 @@ class PolicyNetwork:
     receiver: ReceiverStep
     sender: SenderStep | None = None
     bits: int = 0
+    # One seed's parameters from a PRNG key, for the spec the network was built from: `load_policy` evaluates it
+    # abstractly (`jax.eval_shape`, nothing runs) for the parameter tree the spec expects. None: not checked.
+    init: ParamInit | None = None
 
     @property
     def communicating(self) -> bool:
         return self.sender is not None
 
     @classmethod
-    def plain(cls, step: AgentStep) -> "PolicyNetwork":
+    def plain(cls, step: AgentStep, init: ParamInit | None = None) -> "PolicyNetwork":
         """A plain network's agent step as a receiver of (0-bit) messages it ignores."""
 
         def receiver(params, hidden, obs, last_action, avail, agent_index, reset, messages):
             return step(params, hidden, obs, last_action, avail, agent_index, reset)
 
-        return cls(receiver=receiver)
+        return cls(receiver=receiver, init=init)
 
 
 # A builder takes the policy spec and returns a plain `AgentStep` or a communicating `PolicyNetwork`.
@@ -106,6 +111,24 @@ def own_input(spec: dict, obs, last_action, avail, agent_index) -> jax.Array:
     return jnp.concatenate([parts[name].astype(obs.dtype) for name in spec["inputs"]], axis=-1)
 
 
+def own_input_zeros(spec: dict) -> jax.Array:
+    """A zero input vector of one agent, as wide as `own_input` makes it from the spec's inputs."""
+    n_actions = spec["n_actions"]
+    last_action = (jnp.zeros((n_actions,)) if spec.get("continuous_actions", False) else jnp.int32(-1))
+    return own_input(spec, jnp.zeros((spec["obs_dim"],)), last_action, jnp.zeros((n_actions,), bool), jnp.int32(0))
+
+
+def recurrent_init(spec: dict, module, method: Callable | None = None) -> ParamInit:
+    """The `PolicyNetwork.init` of a recurrent flax `module` that `recurrent_agent_step` runs with
+    `module.apply(params, h0 [1, H], xs [1, 1, in], resets [1, 1], method=method)`."""
+
+    def init(key):
+        x = own_input_zeros(spec)[None, None]
+        return module.init(key, jnp.zeros((1, spec["hidden_dim"])), x, jnp.zeros((1, 1), bool), method=method)
+
+    return init
+
+
 def recurrent_agent_step(spec: dict, forward: Callable) -> AgentStep:
     """One agent's step of a recurrent network `forward(params, h0 [1, H], xs [1, 1, in], resets [1, 1])
     -> (h [1, H], scores [1, 1, |A|])` fed with the agent's own input vector."""
@@ -125,21 +148,26 @@ def _outputs(spec: dict) -> int:
 
 
 @register_network("rnn_agent")
-def _rnn_agent(spec: dict) -> AgentStep:
-    return recurrent_agent_step(spec, RNNAgent(spec["hidden_dim"], _outputs(spec)).apply)
+def _rnn_agent(spec: dict) -> PolicyNetwork:
+    network = RNNAgent(spec["hidden_dim"], _outputs(spec))
+    return PolicyNetwork.plain(recurrent_agent_step(spec, network.apply), init=recurrent_init(spec, network))
 
 
 @register_network("rnn_agent_per_agent")
-def _rnn_agent_per_agent(spec: dict) -> AgentStep:
+def _rnn_agent_per_agent(spec: dict) -> PolicyNetwork:
     """One recurrent network per agent, parameters stacked on a leading agent axis: agent i runs slice i."""
     network = RNNAgent(spec["hidden_dim"], _outputs(spec))
     step = recurrent_agent_step(spec, network.apply)
+    init_one = recurrent_init(spec, network)
 
     def own_network_step(params, hidden, obs, last_action, avail, agent_index, reset):
         own_params = jax.tree.map(lambda p: jnp.asarray(p)[agent_index], params)
         return step(own_params, hidden, obs, last_action, avail, agent_index, reset)
 
-    return own_network_step
+    def init(key):  # [n_agents, ...]: one network per agent
+        return jax.vmap(init_one)(jax.random.split(key, spec["n_agents"]))
+
+    return PolicyNetwork.plain(own_network_step, init=init)
 
 
 @dataclass
@@ -246,8 +274,216 @@ def make_policy(spec: dict, params: Any) -> DecentralizedPolicy:
     return DecentralizedPolicy(spec=spec, params=params)
 
 
+# -- checking a policy directory against its policy.json ---------------------------------------------------
+
+REEXPORT = "Re-export the policy from its run: `ctde export RUN`."
+# Integer sizes every policy.json has (the environment's), with the smallest value each may take.
+ENV_SIZES = {"n_agents": 1, "n_actions": 1, "obs_dim": 0}
+# Spec fields that may size a network's parameters: probed (`_explain`) to say which one a tree disagrees with.
+SHAPE_FIELDS = ("obs_dim", "n_agents", "n_actions", "hidden_dim", "quantiles", "residual", "heads", "head_dim",
+                "z_dim", "student_hidden", "message_bits", "local_hidden")
+# Action types known without building the environment: MPE acts with 2-D forces (continuous) or 5 moves; of the
+# toy environments only target_sum is continuous; SMAX, LTR and the host families are discrete.
+_MPE_ACTIONS = {2: True, 5: False}
+_CONTINUOUS_TOYS = ("toy:target_sum",)
+
+
+def _refuse(path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"The policy at {path} does not match its policy.json: {problem}. {REEXPORT}")
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """'params/fc1/kernel' -> shape, for every leaf of a parameter tree."""
+    def name(key) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                return str(getattr(key, attr))
+        return str(key)
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(name(k) for k in keys): tuple(getattr(leaf, "shape", ())) for keys, leaf in leaves}
+
+
+def expected_shapes(spec: dict) -> dict[str, tuple[int, ...]] | None:
+    """One seed's parameter shapes that `spec` calls for (its network's `init`, evaluated abstractly: nothing is
+    computed), or None when the network does not declare its parameters."""
+    network = build_network(spec)
+    if network.init is None:
+        return None
+    return _leaf_shapes(jax.eval_shape(network.init, jax.random.key(0)))
+
+
+def _shapes_or_none(spec: dict) -> dict[str, tuple[int, ...]] | None:
+    try:
+        return expected_shapes(spec)
+    except Exception:  # noqa: BLE001 - a probe the builder refuses explains nothing
+        return None
+
+
+def _env_sizes(spec: dict) -> dict[str, int] | None:
+    """obs_dim, n_agents and n_actions of the environment policy.json names, where one builds in-process (SMAX,
+    toy, MPE); None otherwise or if it cannot be built. Used only to choose between explanations of a mismatch."""
+    env = str(spec.get("env", ""))
+    if env.split(":", 1)[0] not in ("smax", "toy", "mpe"):
+        return None
+    try:
+        from ctde.config import EnvConfig
+        from ctde.envs import make_env
+        built = make_env(EnvConfig(id=env, sight_range=spec.get("sight_range"),
+                                   continuous_actions=bool(spec.get("continuous_actions", False)))).spec
+    except Exception:  # noqa: BLE001 - no environment, no tie-break
+        return None
+    return {"obs_dim": built.obs_dim, "n_agents": built.n_agents, "n_actions": built.n_actions}
+
+
+def _explain(spec: dict, expected: dict, actual: dict) -> str:
+    """Which spec field the parameters disagree with: a field whose other value makes the whole tree fit, else the
+    field(s) that alone size a parameter axis that differs, else the first differing parameter."""
+    probes: dict[str, tuple[Any, Any, dict, dict]] = {}
+    whole: list[tuple[str, Any, str]] = []  # (field, the value that fits, what to say)
+    for name in SHAPE_FIELDS:
+        value = spec.get(name, 0 if name == "quantiles" else None)
+        if isinstance(value, bool):
+            other = _shapes_or_none({**spec, name: not value})
+            if other == actual:
+                whole.append((name, not value, f"{name}: policy.json says {json.dumps(value)}, the parameters were "
+                                               f"made for {json.dumps(not value)}"))
+            continue
+        if not isinstance(value, int):
+            continue
+        a, b = max(value, 1) + 1, max(value, 1) + 2  # probes at two values (quantiles 0 and 1 size alike)
+        low, high = _shapes_or_none({**spec, name: a}), _shapes_or_none({**spec, name: b})
+        if low is None or high is None or low.keys() != actual.keys() or high.keys() != actual.keys():
+            continue
+        probes[name] = (value, a, low, high)
+        candidates = set()
+        for leaf, shape in actual.items():
+            for axis, (n_low, n_high, n) in enumerate(zip(low[leaf], high[leaf], shape)):
+                slope = n_high - n_low
+                if slope and (n - n_low) % slope == 0:
+                    candidates.add(a + (n - n_low) // slope)
+        for candidate in sorted(c for c in candidates if c >= 0 and c != value):
+            if _shapes_or_none({**spec, name: candidate}) == actual:
+                made_for = 0 if name == "quantiles" and candidate == 1 else candidate
+                whole.append((name, candidate, f"{name}: policy.json says {value}, the parameters were made for "
+                                               f"{made_for}"))
+    if len(whole) > 1:  # the tree cannot tell them apart (obs_dim and n_agents widen a shared input alike)
+        sizes = _env_sizes(spec)
+        if sizes is not None:  # keep those the environment agrees with, if any
+            agreed = [w for w in whole if w[0] not in sizes or sizes[w[0]] == w[1]]
+            whole = agreed or whole
+    if whole:
+        return "; or ".join(text for _, _, text in whole)
+    # No single field explains every parameter: name the differing axes that depend on one field alone.
+    alone = []
+    for leaf, shape in actual.items():
+        if len(shape) != len(expected[leaf]):
+            continue
+        for axis, n in enumerate(shape):
+            if expected[leaf][axis] == n:
+                continue
+            sizing = [(name, value, a, low[leaf][axis], high[leaf][axis]) for name, (value, a, low, high)
+                      in probes.items() if len(low[leaf]) == len(shape) and low[leaf][axis] != high[leaf][axis]]
+            if len(sizing) == 1:
+                name, value, a, n_low, n_high = sizing[0]
+                slope = n_high - n_low
+                made_for = a + (n - n_low) // slope if (n - n_low) % slope == 0 else None
+                if made_for is not None and made_for >= 0:
+                    what = f"the parameters were made for {made_for}"
+                else:
+                    what = f"the parameters have {n} where {expected[leaf][axis]} is expected"
+                alone.append(f"{name}: policy.json says {value}, {what} (parameter {leaf}: shape {shape} per "
+                             f"seed, expected {expected[leaf]})")
+    if alone:
+        return alone[0]
+    leaf = next(leaf for leaf in actual if actual[leaf] != expected[leaf])
+    return (f"parameter {leaf} has shape {actual[leaf]} per seed where policy.json ({spec['network']}, obs_dim "
+            f"{spec['obs_dim']}, n_agents {spec['n_agents']}, n_actions {spec['n_actions']}) expects "
+            f"{expected[leaf]}: these look like parameters of another environment or network")
+
+
+def _action_type_problem(spec: dict) -> str | None:
+    """What contradicts the spec's `continuous_actions`, from what else the spec says (environment, backbone,
+    quantiles); None if nothing does."""
+    from ctde.envs.host import HOST_FAMILIES  # the environment registry, on use: loading needs no environment
+    from ctde.envs.toy import TOY_ENVS
+
+    continuous = spec.get("continuous_actions", False)
+    if not isinstance(continuous, bool):
+        return f"continuous_actions is {continuous!r}, expected true or false"
+    env = str(spec.get("env", ""))
+    family, name = env.split(":", 1) if ":" in env else ("", "")
+    says = f"continuous_actions: policy.json says {str(continuous).lower()}"
+    if family == "mpe" and spec["n_actions"] in _MPE_ACTIONS:
+        if _MPE_ACTIONS[spec["n_actions"]] != continuous:
+            kind = "2-D forces (continuous)" if continuous is False else "5 discrete moves"
+            return f"{says}, but {env} with n_actions {spec['n_actions']} acts with {kind}"
+    elif family in ("smax", "ltr", *HOST_FAMILIES) or (family == "toy" and name in TOY_ENVS):
+        actual = env in _CONTINUOUS_TOYS
+        if actual != continuous:
+            return f"{says}, but {env}'s actions are {'continuous' if actual else 'discrete'}"
+    if continuous and spec.get("quantiles"):
+        return f"{says}, but a policy with quantiles ({spec['quantiles']}) chooses among discrete actions"
+    if continuous and spec.get("algo"):
+        from ctde.algos import BACKBONES  # imported on use: only a continuous policy needs it
+        entry = BACKBONES.get(spec["algo"])
+        if entry is not None and not entry.capabilities.continuous_actions:
+            return f"{says}, but algo {spec['algo']} chooses among discrete actions"
+    return None
+
+
+def check_policy(spec: dict, params: Any, path: str | Path = "this directory") -> None:
+    """Refuse (`CheckpointError`: the field, the expected and the actual value, the fix) a policy whose parameters
+    do not fit its policy.json: the spec's own fields, the seed axis, the action type, and every parameter's
+    shape against the tree its network's `init` makes from the spec (abstractly: no parameter is computed)."""
+    path = Path(path)
+    missing = [name for name in ("network", "inputs", *ENV_SIZES) if name not in spec]
+    if missing:
+        raise _refuse(path, f"policy.json lacks {', '.join(missing)}")
+    for name, least in {**ENV_SIZES, "seeds": 1}.items():
+        value = spec.get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise _refuse(path, f"{name} is {value!r} in policy.json, expected an integer of at least {least}")
+    unknown = [name for name in spec["inputs"] if name not in OWN_INPUTS] if isinstance(spec["inputs"], list) else None
+    if unknown is None or unknown:
+        raise _refuse(path, f"inputs: policy.json says {spec['inputs']!r}; a decentralized policy reads a list of its "
+                            f"own {', '.join(OWN_INPUTS)}")
+    problem = _action_type_problem(spec)
+    if problem:
+        raise _refuse(path, problem)
+    actual = _leaf_shapes(params)
+    if not actual:
+        raise _refuse(path, "params.msgpack holds no parameters")
+    seeds = int(spec.get("seeds", 1))
+    held = {shape[0] if shape else None for shape in actual.values()}
+    if held != {seeds}:
+        found = next(iter(held)) if len(held) == 1 else " / ".join(str(h) for h in sorted(held, key=str))
+        raise _refuse(path, f"seeds: policy.json says {seeds}, the parameters hold {found} seed(s) (the leading axis "
+                            f"of every parameter)")
+    try:
+        expected = expected_shapes(spec)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the builder cannot make a network of these sizes at all
+        raise _refuse(path, f"its network {spec['network']} cannot be built from it ({type(e).__name__}: {e})") from None
+    if expected is None:
+        return  # a network that does not declare its parameters (no `init`): the seed axis is all we can check
+    actual = {leaf: shape[1:] for leaf, shape in actual.items()}
+    if actual == expected:
+        return
+    if actual.keys() != expected.keys():
+        lacking = sorted(expected.keys() - actual.keys())
+        extra = sorted(actual.keys() - expected.keys())
+        parts = ([f"lacking {', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''}"] if lacking else []) + \
+                ([f"with unexpected {', '.join(extra[:4])}{' ...' if len(extra) > 4 else ''}"] if extra else [])
+        raise _refuse(path, f"network: policy.json says {spec['network']}, whose parameters these are not "
+                            f"({'; '.join(parts)}): parameters of another network")
+    raise _refuse(path, _explain(spec, expected, actual))
+
+
 def load_policy(path: str | Path) -> DecentralizedPolicy:
-    """Load an exported policy directory (or a run directory, whose `policy/` is used)."""
+    """Load an exported policy directory (or a run directory, whose `policy/` is used), refusing one whose
+    parameters do not fit its policy.json (`check_policy`)."""
     path = Path(path)
     if (path / "policy").is_dir() and not (path / "policy.json").exists():
         path = path / "policy"
@@ -261,9 +497,12 @@ def load_policy(path: str | Path) -> DecentralizedPolicy:
     except Exception as e:  # noqa: BLE001 - any decoding failure means the same thing to the user
         raise CheckpointError(f"The policy at {path} is unreadable ({type(e).__name__}: {e}). "
                               f"Re-export it with `ctde export <run>`.") from None
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"The policy at {path} is unreadable: policy.json holds no object. {REEXPORT}")
     if spec.get("format") != POLICY_FORMAT_VERSION:
         raise CheckpointError(f"The policy at {path} has format {spec.get('format')}, this ctde reads "
                               f"{POLICY_FORMAT_VERSION}. Re-export it with this version.")
+    check_policy(spec, raw, path)
     params = jax.tree.map(jnp.asarray, raw)
     return make_policy(spec, params)
 

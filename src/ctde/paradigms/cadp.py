@@ -35,7 +35,7 @@ from ctde.errors import require
 from ctde.nets.cadp import CADPAgent, agent_pruning_terms, self_confidence
 from ctde.nets.rnn import agent_inputs, value_outputs, value_scores
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, register_paradigm
-from ctde.policy import AgentStep, recurrent_agent_step, register_network
+from ctde.policy import PolicyNetwork, recurrent_agent_step, recurrent_init, register_network
 
 # Per-backbone defaults of the released configs (ALGORITHMS.md): α 0.5 for QMIX and MAPPO, 1.0 otherwise;
 # T 700k env steps for value decomposition, 3M for MAPPO.
@@ -150,10 +150,11 @@ class CADP(Paradigm):
 
 
 @register_network("cadp_decentralized")
-def decentralized_network(spec: dict) -> AgentStep:
+def decentralized_network(spec: dict) -> PolicyNetwork:
     """The exported D model: the advice network with each agent's own value vector in place of the attention
-    mix. Its parameters hold no query or key weights; `CADPAgent.decentralized` reads none."""
+    mix. Its parameters hold no query or key weights; `CADPAgent.decentralized` reads none (nor creates any)."""
     network = CADPAgent(spec["hidden_dim"], value_outputs(spec["n_actions"], spec.get("quantiles", 0)), spec["heads"],
                         spec["head_dim"], spec["residual"])
-    return recurrent_agent_step(spec, lambda params, *args: network.apply(params, *args,
+    step = recurrent_agent_step(spec, lambda params, *args: network.apply(params, *args,
                                                                           method=CADPAgent.decentralized))
+    return PolicyNetwork.plain(step, init=recurrent_init(spec, network, method=CADPAgent.decentralized))

@@ -35,7 +35,7 @@ from ctde.nets.actions import masked_logits, sample_softmax, tanh_with_noise
 from ctde.nets.ctedd import (GlobalPolicy, MessageActor, MessageGenerator, binary_message, local_input,
                              local_policy_logits)
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, register_paradigm
-from ctde.policy import PolicyNetwork, own_input, register_network
+from ctde.policy import PolicyNetwork, own_input, own_input_zeros, register_network
 
 
 @dataclass
@@ -209,4 +209,10 @@ def local_network(spec: dict) -> PolicyNetwork:
         # [n, k] -> [n * k] agent-major, the layout `local_policy_logits` trains with.
         return hidden, actor.apply(params["actor"], x, messages.reshape(-1))
 
-    return PolicyNetwork(receiver=receiver, sender=sender, bits=bits)
+    def init(key):  # the exported tree: {"messages", "actor"}
+        x = own_input_zeros(spec)
+        message_key, actor_key = jax.random.split(key)
+        return {"messages": generator.init(message_key, x),
+                "actor": actor.init(actor_key, x, jnp.zeros((spec["n_agents"] * bits,)))}
+
+    return PolicyNetwork(receiver=receiver, sender=sender, bits=bits, init=init)

@@ -27,7 +27,7 @@ from ctde.errors import IncompatibleError, require
 from ctde.nets.ptde import PersonalizedGlobalInfo, QHead, Student, Trunk, UnifiedGlobalInfo, sample_z
 from ctde.nets.rnn import agent_inputs
 from ctde.paradigms.base import AgentInputs, Paradigm, ParadigmOutput, register_paradigm
-from ctde.policy import AgentStep, own_input, register_network
+from ctde.policy import PolicyNetwork, own_input, own_input_zeros, register_network
 
 
 @dataclass
@@ -144,7 +144,7 @@ class PTDE(Paradigm):
 
 
 @register_network("ptde_student")
-def student_network(spec: dict) -> AgentStep:
+def student_network(spec: dict) -> PolicyNetwork:
     """The exported policy: trunk + head with the student's z from the agent's own input (no state)."""
     trunk = Trunk(spec["hidden_dim"])
     head = QHead(spec["hidden_dim"], spec["n_actions"])
@@ -156,4 +156,12 @@ def student_network(spec: dict) -> AgentStep:
         z = student.apply(params["student"], x)
         return hidden[0], head.apply(params["head"], h[0, 0], z)
 
-    return step
+    def init(key):  # the exported tree: {"trunk", "head", "student"}
+        x = own_input_zeros(spec)
+        keys = jax.random.split(key, 3)
+        hidden = jnp.zeros((1, spec["hidden_dim"]))
+        return {"trunk": trunk.init(keys[0], hidden, x[None, None], jnp.zeros((1, 1), bool)),
+                "head": head.init(keys[1], hidden[0], jnp.zeros((spec["z_dim"],))),
+                "student": student.init(keys[2], x)}
+
+    return PolicyNetwork.plain(step, init=init)
