@@ -40,9 +40,12 @@ EXPORTS = {
 
 
 def _export(directory, overrides, seeds=2):
-    """The policy a run of `overrides` exports right after initialization (the run's own export path)."""
+    """The policy a run of `overrides` exports (the run's own export path), from parameters with the tree and
+    shapes of the paradigm's `init` (`jax.eval_shape`: running it would cost seconds) and values 0: loading reads
+    no value."""
     program = build_program(resolve(build_config([*overrides, f"seeds={seeds}"])))
-    params = jax.vmap(program.paradigm.init)(seed_keys(program.config))
+    shapes = jax.eval_shape(jax.vmap(program.paradigm.init), seed_keys(program.config))
+    params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
     export(directory, program=program, agent_params=params)
     return directory / "policy"
 

@@ -21,12 +21,14 @@ tiny base run (`make_base_run`, trained once), so the damage one case does canno
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -159,6 +161,88 @@ def _older_policy_format(ws: Path) -> None:
     spec = json.loads(path.read_text())
     spec["format"] = 0
     path.write_text(json.dumps(spec, indent=2))
+
+
+# Policies that do not fit their policy.json (issue 36): each starts from a real exported policy, the base run's
+# (ctde, vdn on toy:hallway: rnn_agent, one seed) or one of `_OTHER_EXPORTS`, and edits its policy.json or
+# swaps in other parameters.
+_OTHER_EXPORTS = {
+    "cadp": ("paradigm=cadp", "algo=vdn", "env=toy:hallway"),  # cadp_decentralized: has `residual`
+    "per_agent": ("paradigm=ctde", "algo=vdn", "algo.share_parameters=false", "env=toy:hallway"),
+    "matrix": ("paradigm=ctde", "algo=vdn", "env=toy:matrix"),  # rnn_agent of another environment
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _other_export(which: str):
+    """The policy a run of `_OTHER_EXPORTS[which]` (one seed) exports, through the run's own export path
+    (`ctde.training.runner.export`), built once per process. Its parameters have the tree and shapes the
+    paradigm's `init` gives (`jax.eval_shape`) and all values 0: these cases are refused at loading, before any
+    value is read, and running `init` itself would cost seconds."""
+    import jax
+    import numpy as np
+
+    from ctde.config import build_config
+    from ctde.training.resolve import resolve
+    from ctde.training.runner import build_program, export, seed_keys
+
+    program = build_program(resolve(build_config([*_OTHER_EXPORTS[which], "seeds=1"])))
+    shapes = jax.eval_shape(jax.vmap(program.paradigm.init), seed_keys(program.config))
+    params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
+    with tempfile.TemporaryDirectory() as run_dir:
+        return export(run_dir, program=program, agent_params=params)
+
+
+def _policy_dir(ws: Path, which: str) -> Path:
+    """The exported policy `which` ("run": the base run's; else `_other_export`) in the workspace."""
+    if which == "run":
+        return ws / RUN / "policy"
+    return _other_export(which).save(ws / f"{which}_policy")
+
+
+def _edit_policy(which: str = "run", **fields) -> Callable[[Path], None]:
+    """Edit policy.json of an exported policy: each field set to a value, or to `f(spec)` for a callable; the
+    parameters stay those that were exported."""
+    def prepare(ws: Path) -> None:
+        path = _policy_dir(ws, which) / "policy.json"
+        spec = json.loads(path.read_text())
+        spec.update({key: value(spec) if callable(value) else value for key, value in fields.items()})
+        path.write_text(json.dumps(spec, indent=2))
+
+    return prepare
+
+
+def _foreign_params(which: str) -> Callable[[Path], None]:
+    """The base run's policy.json with the parameters exported by `_other_export(which)`."""
+    def prepare(ws: Path) -> None:
+        other = _policy_dir(ws, which)
+        shutil.copyfile(other / "params.msgpack", ws / RUN / "policy" / "params.msgpack")
+        shutil.rmtree(other)
+
+    return prepare
+
+
+def _fewer_agents(ws: Path) -> None:
+    """A per-agent policy (one network per agent) whose parameters keep only the first n - 1 agents' networks."""
+    import flax.serialization
+
+    path = _policy_dir(ws, "per_agent") / "params.msgpack"
+    params = flax.serialization.msgpack_restore(path.read_bytes())
+    sliced = _map_leaves(lambda leaf: leaf[:, :-1], params)  # [seeds, n, ...] -> [seeds, n - 1, ...]
+    path.write_bytes(flax.serialization.msgpack_serialize(sliced))
+
+
+def _map_leaves(f, tree):
+    return {k: _map_leaves(f, v) for k, v in tree.items()} if isinstance(tree, dict) else f(tree)
+
+
+def _audit_policy(which: str = "run") -> Callable[[Path], list[str]]:
+    return _run_command("audit", path=f"{RUN}/policy" if which == "run" else f"{which}_policy")
+
+
+# The error every mismatch gets: the field, policy.json's value, what the parameters say, and the fix.
+def _mismatch(detail: str) -> str:
+    return r"does not match its policy\.json: " + detail + r".*Re-export the policy from its run: `ctde export RUN`"
 
 
 def _ltr_file(ws: Path) -> None:
@@ -415,6 +499,37 @@ CASES: list[BadInputCase] = [
                  r"has format 0, this ctde reads", needs_run=True, prepare=_older_policy_format),
     BadInputCase("audit_trials_not_positive", "policy", _run_command("audit", "--trials", "0", path=f"{RUN}/policy"),
                  r"--trials must be at least 1", needs_run=True),
+    # --- exported policies that do not fit their policy.json (refused before anything runs) -----------------
+    BadInputCase("audit_policy_obs_dim_edited", "policy", _audit_policy(),
+                 _mismatch(r"obs_dim: policy\.json says \d+, the parameters were made for \d+"), needs_run=True,
+                 prepare=_edit_policy(obs_dim=lambda spec: spec["obs_dim"] + 3)),
+    BadInputCase("audit_policy_n_agents_edited", "policy", _audit_policy(),
+                 _mismatch(r"n_agents: policy\.json says 3, the parameters were made for 2"), needs_run=True,
+                 prepare=_edit_policy(n_agents=3)),
+    BadInputCase("audit_policy_hidden_dim_edited", "policy", _audit_policy(),
+                 _mismatch(r"hidden_dim: policy\.json says 7, the parameters were made for \d+"), needs_run=True,
+                 prepare=_edit_policy(hidden_dim=7)),
+    BadInputCase("audit_policy_quantiles_edited", "policy", _audit_policy(),
+                 _mismatch(r"quantiles: policy\.json says 5, the parameters were made for 0"), needs_run=True,
+                 prepare=_edit_policy(quantiles=5)),
+    BadInputCase("audit_policy_residual_edited", "policy", _audit_policy("cadp"),
+                 _mismatch(r"residual: policy\.json says true, the parameters were made for false"),
+                 prepare=_edit_policy("cadp", residual=True)),
+    BadInputCase("audit_policy_other_network_params", "policy", _audit_policy(),
+                 _mismatch(r"network: policy\.json says rnn_agent, whose parameters these are not .*another network"),
+                 needs_run=True, prepare=_foreign_params("cadp")),
+    BadInputCase("audit_policy_other_env_params", "policy", _audit_policy(),
+                 _mismatch(r"parameter params/fc1/kernel has shape \(\d+, \d+\) per seed where policy\.json \(rnn_agent, "
+                           r"obs_dim \d+, n_agents 2, n_actions 4\) expects .*another environment or network"),
+                 needs_run=True, prepare=_foreign_params("matrix")),
+    BadInputCase("audit_policy_seeds_edited", "policy", _audit_policy(),
+                 _mismatch(r"seeds: policy\.json says 2, the parameters hold 1 seed"), needs_run=True,
+                 prepare=_edit_policy(seeds=2)),
+    BadInputCase("audit_policy_continuous_on_discrete", "policy", _audit_policy(),
+                 _mismatch(r"continuous_actions: policy\.json says true, but toy:hallway's actions are discrete"),
+                 needs_run=True, prepare=_edit_policy(continuous_actions=True)),
+    BadInputCase("audit_policy_fewer_agent_networks", "policy", _audit_policy("per_agent"),
+                 _mismatch(r"n_agents: policy\.json says 2, the parameters were made for 1"), prepare=_fewer_agents),
 ]
 
 assert len({case.name for case in CASES}) == len(CASES), "case names must be unique"
