@@ -70,6 +70,9 @@ class AuditReport:
     message: str
     messages: MessageAudit | None = None
     paths: dict[str, float] = field(default_factory=dict)
+    # what the behavioural checks were run on (`ctde.training.audit_episodes`: the environment's episodes, or why
+    # there were none); empty where the caller passed its own episodes or none
+    inputs: str = ""
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "messages"}
@@ -88,19 +91,159 @@ MessagesFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array | 
 ReceiverFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array | dict[str, jax.Array]]
 
 
+# What a probed function reads of an episode; recorded episodes may hold more (`alive`), which the audit leaves.
+EPISODE_INPUTS = ("obs", "last_action", "avail", "state")
+# How a random episode's observations and state are drawn (`_random_episode`).
+RANDOM_STYLES = ("normal", "signed", "unit", "recorded")
+# Random episodes' length when neither the caller nor the policy's spec (`episode_limit`, exported since the
+# audit covers whole episodes) gives one: MPE's limit, and longer than every toy task.
+DEFAULT_HORIZON = 25
+
+
 def _random_episode(rng: np.random.Generator, horizon: int, n_agents: int, obs_dim: int, n_actions: int,
-                    state_dim: int, continuous: bool = False) -> dict:
-    """Random inputs of one episode; with `continuous` actions, previous actions are vectors in [-1, 1]^A and
-    every action dimension is available."""
+                    state_dim: int, continuous: bool = False, style: str | None = None,
+                    bounds: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                    dead_avail: np.ndarray | None = None) -> dict:
+    """Random inputs of one episode, drawn both like real ones and unlike them, so that a leak gated on what real
+    inputs look like is opened as well as one gated on what they do not:
+
+    - observations and state in `style` (drawn when None): "normal", N(0, 1) (no exact zeros, outside every
+      normalized range); "signed", U[-1, 1], and "unit", U[0, 1] (the ranges of normalized features, SMAX's and
+      MPE's); "recorded", uniform per feature between the smallest and largest values `bounds` gives
+      ({"obs": (low [o], high [o]), "state": (low [s], high [s])}: what real episodes of the environment held).
+      Outside "normal", about a third of the features are exactly 0, as a unit out of sight is;
+    - dead agents: each agent dies with probability 0.3 at a random step, from which on its observation row is
+      exactly 0 and its mask allows one action only (`dead_avail` [A], a real dead agent's mask; else action 0 in
+      half the episodes, SMAC's no-op, and another in the rest), which is then its last action;
+    - availability: each action with probability 0.7, action 0 too in half the episodes (so that avail[..., 0] is
+      sometimes False), at least one action per row.
+
+    With `continuous` actions, previous actions are vectors in [-1, 1]^A (0 once dead) and every action dimension
+    is available."""
+    if style is None:
+        style = RANDOM_STYLES[int(rng.integers(len(RANDOM_STYLES) - (bounds is None)))]
+    if style == "recorded" and bounds is None:
+        style = "signed"
+
+    def draw(size: tuple[int, ...], key: str) -> np.ndarray:
+        if style == "normal":
+            return rng.normal(size=size).astype(np.float32)
+        if style == "recorded":
+            low, high = bounds[key]
+            x = rng.uniform(0.0, 1.0, size=size) * (high - low) + low
+        else:
+            x = rng.uniform(-1.0 if style == "signed" else 0.0, 1.0, size=size)
+        return np.where(rng.random(size) < 0.3, 0.0, x).astype(np.float32)
+
+    obs = draw((horizon, n_agents, obs_dim), "obs")
+    state = draw((horizon, state_dim), "state")
+    death = np.where(rng.random(n_agents) < 0.3, rng.integers(1, max(horizon, 2), size=n_agents), horizon)
+    dead = np.arange(horizon)[:, None] >= death[None, :]  # [T, n]
+    obs[dead] = 0.0
     if continuous:
         avail = np.ones((horizon, n_agents, n_actions), bool)
         last_action = rng.uniform(-1, 1, size=(horizon, n_agents, n_actions)).astype(np.float32)
+        last_action[dead] = 0.0
     else:
         avail = rng.random((horizon, n_agents, n_actions)) < 0.7
-        avail[..., 0] = True
+        if rng.random() < 0.5:
+            avail[..., 0] = True
+        if dead_avail is None:
+            dead_avail = np.zeros(n_actions, bool)
+            dead_avail[0 if rng.random() < 0.5 else int(rng.integers(n_actions))] = True
+        avail[dead] = dead_avail
+        empty = np.nonzero(~avail.any(axis=-1))
+        avail[empty + (rng.integers(n_actions, size=len(empty[0])),)] = True
         last_action = rng.integers(-1, n_actions, size=(horizon, n_agents)).astype(np.int32)
-    return {"obs": rng.normal(size=(horizon, n_agents, obs_dim)).astype(np.float32), "last_action": last_action,
-            "avail": avail, "state": rng.normal(size=(horizon, state_dim)).astype(np.float32)}
+        last_action[dead] = int(np.argmax(dead_avail))
+    return {"obs": obs, "last_action": last_action, "avail": avail, "state": state}
+
+
+def _killed(rng: np.random.Generator, episode: dict, continuous: bool, dead_avail: np.ndarray | None) -> dict:
+    """`episode` with every agent dead from a random step on (its own; in a third of the agents from the first
+    step): its observation row exactly 0, its mask `dead_avail` (action 0 only when None), that action its last.
+    What replaces the others' inputs when a leak reads whether, or how many, teammates live."""
+    obs = np.array(episode["obs"], copy=True)
+    horizon, n_agents = obs.shape[:2]
+    death = np.where(rng.random(n_agents) < 1 / 3, 0, rng.integers(0, max(horizon, 1), size=n_agents))
+    dead = np.arange(horizon)[:, None] >= death[None, :]
+    obs[dead] = 0.0
+    last_action = np.array(episode["last_action"], copy=True)
+    avail = np.array(episode["avail"], copy=True)
+    if continuous:
+        last_action[dead] = 0.0
+    else:
+        if dead_avail is None:
+            dead_avail = np.zeros(avail.shape[-1], bool)
+            dead_avail[0] = True
+        avail[dead] = dead_avail
+        last_action[dead] = int(np.argmax(dead_avail))
+    return {"obs": obs, "last_action": last_action, "avail": avail, "state": np.asarray(episode["state"])}
+
+
+def _lengthened(recorded: list[dict], first: int, length: int) -> dict:
+    """Real inputs of `length` steps: recorded episode `first`, then the next ones in turn while it is shorter (so
+    that a replacement covers every step of the base episode it replaces inputs of, late steps included)."""
+    parts, total, k = [], 0, first
+    while total < length:
+        part = recorded[k % len(recorded)]
+        parts.append(part)
+        total += part["obs"].shape[0]
+        k += 1
+    return {key: np.concatenate([part[key] for part in parts])[:length] for key in EPISODE_INPUTS}
+
+
+@dataclass
+class _Replacements:
+    """Where a perturbation trial's inputs come from: the base episode, and the episode whose inputs replace the
+    other agents' (or agent i's own). Real ones from `recorded`, random ones (`_random_episode`) shaped by them:
+    in the range real observations have (`bounds`) and with a real dead agent's mask (`dead_avail`)."""
+
+    rng: np.random.Generator
+    recorded: list[dict]
+    sizes: tuple[int, int, int, int]  # n_agents, obs_dim, n_actions, state_dim
+    continuous: bool
+    bounds: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    dead_avail: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, rng: np.random.Generator, episodes: list[dict] | None, sizes: tuple[int, int, int, int],
+           continuous: bool) -> "_Replacements":
+        recorded = [{k: np.asarray(e[k]) for k in EPISODE_INPUTS} for e in episodes or []]
+        bounds, dead_avail = None, None
+        if recorded:
+            bounds = {k: (np.min([e[k].min(axis=tuple(range(e[k].ndim - 1))) for e in recorded], axis=0),
+                          np.max([e[k].max(axis=tuple(range(e[k].ndim - 1))) for e in recorded], axis=0))
+                      for k in ("obs", "state")}
+            for episode, source in zip(recorded, episodes):
+                dead = ~episode["obs"].any(axis=-1)  # [T, n]: a dead agent's row is exactly 0
+                if "alive" in source:
+                    dead &= ~np.asarray(source["alive"], bool)
+                if dead.any() and not continuous:
+                    dead_avail = episode["avail"][dead][0]
+                    break
+        return cls(rng, recorded, sizes, continuous, bounds, dead_avail)
+
+    def random(self, horizon: int) -> dict:
+        return _random_episode(self.rng, horizon, *self.sizes, self.continuous, bounds=self.bounds,
+                               dead_avail=self.dead_avail)
+
+    def trial(self, trial: int, trials: int, horizon: int) -> tuple[dict, dict]:
+        """(base, replacement) of trial `trial`: the first `trials` start from the recordings in turn (when there
+        are any), the rest from random episodes of `horizon` steps. The replacement cycles through three kinds:
+        another real episode (real observations and masks, the zero rows of agents that died; a random one where
+        there is no other), a random episode, and the base with agents killed (`_killed`)."""
+        from_recording = trial < trials and bool(self.recorded)
+        base = self.recorded[trial % len(self.recorded)] if from_recording else self.random(horizon)
+        length = base["obs"].shape[0]
+        kind = trial % 3
+        if kind == 0 and self.recorded and (len(self.recorded) > 1 or not from_recording):
+            other = _lengthened(self.recorded, trial % len(self.recorded) + int(from_recording), length)
+        elif kind == 2:
+            other = _killed(self.rng, base, self.continuous, self.dead_avail)
+        else:
+            other = self.random(length)
+        return base, other
 
 
 def _paths(out: Any, default: str) -> dict[str, np.ndarray]:
@@ -130,26 +273,21 @@ def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: in
     the messages fixed this way). A change is relative to the largest entry of the path's reference output, or
     to `fixed_scales[path]` (paths whose outputs are actions or residuals, for which 0 is the honest value).
 
-    With recorded `episodes`, `trials` trials start from them and `trials` more from random episodes at least as
-    long as the longest recording: recordings of a short task (toy:hallway's are at most 5 steps) would otherwise
-    never reach a step that only a late leak uses."""
+    With recorded `episodes`, `trials` trials start from them and `trials` more from random episodes of `horizon`
+    steps, or as long as the longest recording where that is longer: recordings of a short task (toy:hallway's are
+    at most 5 steps) or of a good policy (SMAX 3m's end after 13 steps; the limit is 60) would otherwise never
+    reach a step that only a late leak uses. What replaces the other agents' inputs cycles through other real
+    episodes, random ones (like and unlike real inputs) and the base episode with agents killed (`_Replacements`)."""
     rng = np.random.default_rng(seed)
     fn = jax.jit(fn)
-    recorded = list(episodes or [])
-    random_horizon = max([horizon] + [int(np.asarray(e["obs"]).shape[0]) for e in recorded])
-    padded_length = random_horizon if recorded else horizon
+    draws = _Replacements.of(rng, episodes, (n_agents, obs_dim, n_actions, state_dim), continuous)
+    recorded = draws.recorded
+    random_horizon = max([horizon] + [e["obs"].shape[0] for e in recorded])
+    padded_length = random_horizon
     fixed_scales = fixed_scales or {}
     results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for trial in range(trials * (2 if recorded else 1)):
-        from_recording = trial < trials and bool(recorded)
-        if from_recording:
-            base = recorded[trial % len(recorded)]
-            other = (_random_episode(rng, random_horizon, n_agents, obs_dim, n_actions, state_dim, continuous)
-                     if trial % 2 else recorded[(trial + 1) % len(recorded)])
-        else:
-            size = random_horizon if recorded else horizon
-            base = _random_episode(rng, size, n_agents, obs_dim, n_actions, state_dim, continuous)
-            other = _random_episode(rng, size, n_agents, obs_dim, n_actions, state_dim, continuous)
+        base, other = draws.trial(trial, trials, random_horizon)
         length = min(np.asarray(base["obs"]).shape[0], np.asarray(other["obs"]).shape[0])
         # Every call gets the same episode length (the last step repeated), so `fn` compiles once per audit and
         # not once per recorded length; only the first `length` steps are compared. A causal policy's outputs
@@ -418,8 +556,11 @@ def _communicating_paths(policy: DecentralizedPolicy, params: Any) -> tuple[Mess
 
 
 def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None, trials: int = 8,
-                 seed: int = 0) -> AuditReport:
+                 seed: int = 0, horizon: int | None = None) -> AuditReport:
     """Audit every seed of an exported policy; the report is the worst over seeds (a failing one first).
+
+    `episodes`: recorded inputs (`ctde.training.audit_episodes` rolls them out in the policy's environment); random
+    episodes follow them, `horizon` steps long (default: the spec's `episode_limit`, else `DEFAULT_HORIZON`).
 
     A plain policy is audited as one scores function with three paths (`audit_scores_fn`): `unroll`, and `step`
     and `act` run step by step as execution runs them; agent i's scores and actions on every path must not move
@@ -429,6 +570,7 @@ def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None
     spec = policy.spec
     sizes = (spec["n_agents"], spec["obs_dim"], spec["n_actions"], spec["state_dim"])
     continuous = bool(spec.get("continuous_actions", False))
+    horizon = int(horizon or spec.get("episode_limit") or DEFAULT_HORIZON)
     reports = []
     for k in range(policy.n_seeds):
         params = policy.seed_params(k)
@@ -436,10 +578,11 @@ def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None
             messages_fn, receiver_fn, execution_fn = _communicating_paths(policy, params)
             reports.append(audit_communication(
                 messages_fn, receiver_fn, *sizes, message_bits=int(spec["message_bits"]), episodes=episodes,
-                trials=trials, seed=seed + k, continuous=continuous, execution_fn=execution_fn))
+                trials=trials, horizon=horizon, seed=seed + k, continuous=continuous, execution_fn=execution_fn))
         else:
             reports.append(audit_scores_fn(_plain_paths(policy, params), *sizes, episodes=episodes, trials=trials,
-                                           seed=seed + k, continuous=continuous, fixed_scales={"act": 1.0}))
+                                           horizon=horizon, seed=seed + k, continuous=continuous,
+                                           fixed_scales={"act": 1.0}))
     return max(reports, key=lambda r: (not r.passed, r.max_deviation,
                                        r.messages.max_deviation if r.messages is not None else 0.0))
 

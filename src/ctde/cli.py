@@ -4,7 +4,7 @@
     ctde eval RUN [--model NAME] [--episodes N]      # NAME: agent | student, expert (igm_da) | student, teacher (ctds)
                                                      #       | global, local (ctedd)
     ctde export RUN
-    ctde audit POLICY_DIR
+    ctde audit POLICY_DIR [--episodes N] [--horizon H] [--trials T]
     ctde envs
     ctde report RUN
     ctde replay RUN [--model M] [--episodes N] [--seed S] [--run-seed K] [--out FILE.gif|.mp4] [--fps N]
@@ -20,7 +20,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ctde.audit import audit_policy
 from ctde.config import build_config, help_text
 from ctde.envs import list_environments
 from ctde.errors import AuditFailedError, ConfigError, CtdeError
@@ -28,6 +27,7 @@ from ctde.experiments import sweep as sweeps
 from ctde.experiments.compare import compare, parse_keys
 from ctde.experiments.render import replay
 from ctde.policy import load_policy
+from ctde.training.audit_episodes import audit_exported
 from ctde.training.checkpoint import DISK_FULL_ERRNOS
 from ctde.training.compile_cache import enable_compile_cache
 from ctde.training.logger import read_metrics
@@ -88,10 +88,14 @@ def _export(args) -> int:
 
 def _audit(args) -> int:
     _positive(args.trials, "--trials")  # an audit of no trials checks nothing, yet would report a pass
+    _positive(args.episodes, "--episodes")
+    _positive(args.horizon, "--horizon")
     policy = load_policy(args.policy)
-    report = audit_policy(policy, trials=args.trials)
+    enable_compile_cache()
+    report = audit_exported(policy, episodes=args.episodes, horizon=args.horizon, trials=args.trials)
     print(f"Audit of {args.policy} ({policy.spec['network']}, own inputs: {', '.join(policy.spec['inputs'])}):")
     print(f"  {report.message}")
+    print(f"  inputs: {report.inputs}")
     print(f"  sensitivity to own inputs (min over agents): {report.own_sensitivity:.3g}")
     if not report.passed:
         raise AuditFailedError(report.message)
@@ -256,7 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     au = sub.add_parser("audit", help="check that an exported policy acts on each agent's own inputs only")
     au.add_argument("policy", help="an exported policy directory (or a run directory)")
-    au.add_argument("--trials", type=int, default=8)
+    au.add_argument("--trials", type=int, default=8, help="perturbation trials on recorded episodes, as many on "
+                    "random ones (8)")
+    au.add_argument("--episodes", type=int, metavar="N", help="episodes rolled out in the policy's environment, "
+                    "half greedy with the policy, half with random available actions (8)")
+    au.add_argument("--horizon", type=int, metavar="H", help="longest episode rolled out, and the random "
+                    "episodes' length (default: the episode limit)")
     au.set_defaults(func=_audit)
 
     en = sub.add_parser("envs", help="list environments and maps")

@@ -22,8 +22,8 @@ from ctde.envs import split_id
 from ctde.envs.host import is_host_family
 from ctde.errors import CheckpointError, ConfigError, TrainingDivergedError
 from ctde.training.report import plot_learning_curves, steps_to_reach, write_report
-from ctde.audit import audit_policy
 from ctde.policy import DecentralizedPolicy, make_policy
+from ctde.training.audit_episodes import audit_exported
 from ctde.training.checkpoint import Checkpoints, abstract_of
 from ctde.training.distill import run_distillation
 from ctde.training.logger import MetricsLogger, read_metrics, wandb_settings
@@ -261,7 +261,11 @@ def _finish(run_dir: Path, config: TrainConfig, program: Program, state: Any, ch
     policy = export(run_dir, program=program, agent_params=agent_params)
     policy_stats, episodes = program.run_policy(policy, jax.random.PRNGKey(config.seed),
                                                 max(config.eval.episodes, 8))
-    audit = audit_policy(policy, episodes=episodes[:4])
+    # The audit's inputs: four of these greedy episodes, and (JAX environments) as many whole episodes of random
+    # available actions, in which agents die; a host environment's run audits on its recorded episodes and random
+    # ones (`ctde.training.audit_episodes`).
+    host = is_host_family(split_id(config.env.id)[0])
+    audit = audit_exported(policy, env=None if host else program.env, recorded=episodes[:4])
     (run_dir / "policy" / "audit.json").write_text(json.dumps(audit.to_dict(), indent=2))
     checkpoints.close()
     all_seed_steps = int(np.sum(jax.device_get(program.backbone_steps(state))))
@@ -273,6 +277,7 @@ def _finish(run_dir: Path, config: TrainConfig, program: Program, state: Any, ch
         "throughput (env steps/s, all seeds)": f"{all_seed_steps / max(wall, 1e-9):,.0f}",
         "exported policy, greedy (seed 0)": ", ".join(f"{k} {v:.3f}" for k, v in policy_stats.items()),
         "decentralization audit": audit.message,
+        "audit inputs": audit.inputs,
         "exported policy": str(run_dir / "policy"),
         **stage_summary,
     }
@@ -325,11 +330,22 @@ def export(run_dir: str | Path, *, program: Program | None = None, agent_params:
     spec = {**spec, "n_agents": env_spec.n_agents, "n_actions": env_spec.n_actions, "obs_dim": env_spec.obs_dim,
             "continuous_actions": env_spec.continuous_actions,
             "state_dim": env_spec.state_dim, "env": config.env.id, "sight_range": config.env.sight_range,
+            # what rebuilds the environment for the audit (`ctde.training.audit_episodes.environment_of`)
+            "episode_limit": env_spec.episode_limit, "env_options": env_options(config),
             "paradigm": config.paradigm.name, "algo": config.algo.name, "model": program.paradigm.export_model,
             "seeds": config.seeds, "first_seed": config.seed}
     policy = make_policy(spec, jax.device_get(params))
     policy.save(run_dir / "policy")
     return policy
+
+
+def env_options(config: TrainConfig) -> dict:
+    """The run's environment options besides its id and sight range (which the spec holds apart), and for env=ltr
+    the ltr section: enough for `ctde audit` to build the environment again."""
+    options = {k: v for k, v in to_dict(config.env).items() if k not in ("id", "sight_range")}
+    if split_id(config.env.id)[0] == "ltr":
+        options["ltr"] = to_dict(config.ltr)
+    return options
 
 
 def restore_agent_params(run_dir: Path, program: Program) -> tuple[Any, dict]:
