@@ -21,6 +21,16 @@ What runs at execution is `act`, one step at a time (`ctde.algos.rollout.policy_
 audit probes every one of these paths rather than trusting that they agree: a method overridden in a subclass
 (or a network exported by mistake) can leak through `act` or `step` while `unroll` stays honest, or the other
 way round. Each path is one output of the probed function, with its own scale.
+
+Comparisons cannot be blinded: NaN, +inf, -inf and -0.0 are classes compared exactly (a non-finite value that
+appears, disappears or moves is a change), scales come from finite scores of available actions only, a
+non-finite score for an available action fails the audit by itself, and every message entry must be exactly 0.0
+or 1.0 by bit pattern (-0.0 would carry a covert extra bit).
+
+Beside the behavioural verdict, `structural_check` proves the structure: the network's per-agent functions,
+traced on one agent's inputs, take nothing but those inputs (and the [n, k] messages), close over no array shaped
+like a multi-agent input, call no host code, and are vmapped over agents by `DecentralizedPolicy`'s own methods.
+`audit_policy` requires both.
 """
 
 from __future__ import annotations
@@ -70,6 +80,11 @@ class AuditReport:
     message: str
     messages: MessageAudit | None = None
     paths: dict[str, float] = field(default_factory=dict)
+    # per score path, the agents that gave a non-finite score (NaN or ±inf) to an available action: a failure
+    non_finite: dict[str, list[int]] = field(default_factory=dict)
+    # `structural_check`'s verdict (`StructuralVerdict` as a dict), filled by `audit_policy`; None where the audit
+    # was of bare functions (`audit_scores_fn`, `audit_communication`), which have no structure to trace
+    structural: dict | None = None
     # what the behavioural checks were run on (`ctde.training.audit_episodes`: the environment's episodes, or why
     # there were none); empty where the caller passed its own episodes or none
     inputs: str = ""
@@ -260,18 +275,92 @@ def _padded(x: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], length - x.shape[0], axis=0)], axis=0)
 
 
+# A non-finite entry (or a zero's sign) that appears, disappears or moves between two outputs counts as a relative
+# change of this much: one full scale, far above any tolerance. NaN, +inf, -inf, -0.0 and every finite value are
+# five classes compared exactly (the sentinels of `_entry_class`); finite values are compared by size.
+CLASS_CHANGE = 1.0
+
+
+def _entry_class(x: np.ndarray) -> np.ndarray:
+    """0 for a finite entry other than -0.0, 1 for +inf, 2 for -inf, 3 for NaN, 4 for -0.0: the fixed sentinels that
+    a comparison of outputs maps non-finite values (and the sign of a zero) to, so that none of them blinds it."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        return np.zeros(x.shape, np.int8)
+    classes = np.zeros(x.shape, np.int8)
+    classes[np.isposinf(x)] = 1
+    classes[np.isneginf(x)] = 2
+    classes[np.isnan(x)] = 3
+    classes[(x == 0) & np.signbit(x)] = 4
+    return classes
+
+
+def _finite_scale(reference: np.ndarray, available: np.ndarray | None = None) -> float:
+    """The scale a path's changes are relative to: the largest |entry| of `reference` among its finite entries (and,
+    with an `available` mask of its shape, among those of available actions only, so that a finite mask value such
+    as -1e9 for unavailable actions does not dwarf every change), plus 1e-6. A non-finite entry never makes the
+    scale infinite, which would hide every change."""
+    reference = np.asarray(reference, np.float64)
+    keep = np.isfinite(reference)
+    if available is not None and np.shape(available) == reference.shape:
+        keep &= np.asarray(available, bool)
+    return float(np.abs(reference[keep]).max()) + 1e-6 if keep.any() else 1e-6
+
+
+def _relative_change(a: np.ndarray, b: np.ndarray, scale: float) -> float:
+    """The largest change between `a` and `b` relative to `scale`: |a - b| / scale over entries finite in both, and
+    `CLASS_CHANGE` where an entry's class (`_entry_class`: finite, +inf, -inf, NaN, -0.0) differs. Never NaN: a NaN
+    that Python's `max` would drop, or an inf - inf, is a class compared exactly instead."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.size == 0:
+        return 0.0
+    classes_differ = bool((_entry_class(a) != _entry_class(b)).any())
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    both = np.isfinite(a64) & np.isfinite(b64)
+    finite = float(np.abs(a64[both] - b64[both]).max()) / scale if both.any() else 0.0
+    return max(finite, CLASS_CHANGE if classes_differ else 0.0)
+
+
+def _nonfinite_available(out: np.ndarray, avail: np.ndarray) -> list[int]:
+    """The agents whose scores `out` [T, n, A] hold a non-finite value for an action `avail` [T, n, A] marks
+    available (every action, when the shapes differ: continuous actions, or outputs that are not per action)."""
+    out = np.asarray(out)
+    if not np.issubdtype(out.dtype, np.floating) or out.ndim < 2:
+        return []
+    bad = ~np.isfinite(out)
+    if np.shape(avail) == out.shape:
+        bad &= np.asarray(avail, bool)
+    return [int(j) for j in np.nonzero(bad.reshape(out.shape[0], out.shape[1], -1).any(axis=(0, 2)))[0]]
+
+
+def _exactly_binary(sent: np.ndarray) -> np.ndarray:
+    """[T, n, ...] -> bool [T, n, ...]: the entry is exactly 0.0 or 1.0 by bit pattern. -0.0 equals 0 yet carries a
+    bit (its sign) and NaN equals nothing: both fail, so no message carries more than its k bits."""
+    sent = np.asarray(sent)
+    exact = (sent == 0) | (sent == 1)
+    if np.issubdtype(sent.dtype, np.floating):
+        exact &= ~np.signbit(sent)
+    return exact
+
+
 def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: int, state_dim: int,
                         episodes: list[dict] | None, trials: int, horizon: int, seed: int,
                         held: Callable[[dict, int], tuple] | None = None, continuous: bool = False,
-                        fixed_scales: dict[str, float] | None = None, default: str = "scores"
-                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                        fixed_scales: dict[str, float] | None = None, default: str = "scores",
+                        non_finite: dict[str, set[int]] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per output path and agent i: (largest relative change of output [:, i] when every other agent's inputs and
     the state are replaced, largest relative change when agent i's own inputs are), each [n].
 
     `fn(obs, last_action, avail, state, *held(base, trial))` -> [T, n, ...] or {path: [T, n, ...]}; what `held`
     returns for a trial's base episode is passed unchanged to every call of that trial (the receiver audit holds
-    the messages fixed this way). A change is relative to the largest entry of the path's reference output, or
-    to `fixed_scales[path]` (paths whose outputs are actions or residuals, for which 0 is the honest value).
+    the messages fixed this way). A change is relative to the largest finite entry of the path's reference output
+    (of an available action, for scores [T, n, A]), or to `fixed_scales[path]` (paths whose outputs are actions or
+    residuals, for which 0 is the honest value); NaN, +inf, -inf and -0.0 are compared exactly
+    (`_relative_change`), so a non-finite entry that appears, disappears or moves counts as a change.
+
+    With a `non_finite` dict, every path not in `fixed_scales` is scores [T, n, A]: the agents that give a
+    non-finite score to an available action, in the reference or in any probed output, are added to
+    `non_finite[path]`.
 
     With recorded `episodes`, `trials` trials start from them and `trials` more from random episodes of `horizon`
     steps, or as long as the longest recording where that is longer: recordings of a short task (toy:hallway's are
@@ -301,7 +390,8 @@ def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: in
 
         fixed = held(base, trial) if held is not None else ()
         reference = outputs(base["obs"], base["last_action"], base["avail"], base["state"], *fixed)
-        scales = {name: fixed_scales.get(name, np.abs(ref).max() + 1e-6) for name, ref in reference.items()}
+        available = base["avail"][:length] if non_finite is not None else None  # score paths: their actions'
+        scales = {name: fixed_scales.get(name, _finite_scale(ref, available)) for name, ref in reference.items()}
         for name in reference:
             results.setdefault(name, (np.zeros(n_agents), np.zeros(n_agents)))
         for i in range(n_agents):
@@ -315,8 +405,15 @@ def _perturbation_audit(fn: Callable, n_agents: int, obs_dim: int, n_actions: in
             changed = outputs(own["obs"], own["last_action"], own["avail"], base["state"], *fixed)
             for name, ref in reference.items():
                 deviation, sensitivity = results[name]
-                deviation[i] = max(deviation[i], np.abs(perturbed[name][:, i] - ref[:, i]).max() / scales[name])
-                sensitivity[i] = max(sensitivity[i], np.abs(changed[name][:, i] - ref[:, i]).max() / scales[name])
+                deviation[i] = max(deviation[i], _relative_change(perturbed[name][:, i], ref[:, i], scales[name]))
+                sensitivity[i] = max(sensitivity[i], _relative_change(changed[name][:, i], ref[:, i], scales[name]))
+            if non_finite is not None:
+                for out, avail in ((reference, base["avail"]), (perturbed, mixed["avail"]), (changed, own["avail"])):
+                    for name in out:
+                        if name not in fixed_scales:
+                            agents = _nonfinite_available(out[name], avail[:length])
+                            if agents:
+                                non_finite.setdefault(name, set()).update(agents)
     return results
 
 
@@ -337,6 +434,22 @@ def _through(paths: dict[str, float], tolerance: float) -> str:
     return "; through " + ", ".join(name for name, d in paths.items() if d > tolerance)
 
 
+def _non_finite_reason(non_finite: dict[str, set[int]]) -> str:
+    """'agents [1, 2] give a non-finite score (NaN or ±inf) to an available action (agent 1: unroll, step; ...)'."""
+    agents = sorted(set().union(*non_finite.values()))
+    where = "; ".join(f"agent {i}: {', '.join(name for name, found in sorted(non_finite.items()) if i in found)}"
+                      for i in agents)
+    return (f"agents {agents} give a non-finite score (NaN or ±inf) to an available action ({where}), which no "
+            f"comparison of scores can measure")
+
+
+def _failure(reasons: list[str], leaked: bool) -> str:
+    """The FAIL message of `reasons`: not decentralized when a change was seen, not shown to be otherwise."""
+    end = ("The policy is not decentralized." if leaked
+           else "The audit cannot show that the policy is decentralized.")
+    return "FAIL: " + "; ".join(reasons) + ". " + end
+
+
 def audit_scores_fn(scores_fn: ScoresFn, n_agents: int, obs_dim: int, n_actions: int, state_dim: int,
                     episodes: list[dict] | None = None, trials: int = 8, horizon: int = 12, seed: int = 0,
                     tolerance: float = 1e-5, continuous: bool = False,
@@ -348,26 +461,37 @@ def audit_scores_fn(scores_fn: ScoresFn, n_agents: int, obs_dim: int, n_actions:
     Inputs come from recorded `episodes` (dicts of obs, last_action, avail, state arrays) when given, followed by
     as many random ones, and are random otherwise. For each trial and agent i, the inputs of every agent j != i
     and the state are replaced by other values; agent i's outputs must not move by more than `tolerance`
-    (relative) on any path. `own_sensitivity` is measured on the paths without a fixed scale.
+    (relative) on any path. `own_sensitivity` is measured on the paths without a fixed scale. Those paths are
+    scores: a non-finite score for an available action fails the audit (`AuditReport.non_finite`).
     """
     fixed_scales = fixed_scales or {}
+    non_finite: dict[str, set[int]] = {}
     results = _perturbation_audit(scores_fn, n_agents, obs_dim, n_actions, state_dim, episodes, trials, horizon,
-                                  seed, continuous=continuous, fixed_scales=fixed_scales)
+                                  seed, continuous=continuous, fixed_scales=fixed_scales, non_finite=non_finite)
     deviation, sensitivity, paths = _combine(results, tuple(name for name in results if name not in fixed_scales))
     worst = float(deviation.max())
-    passed = worst <= tolerance
+    passed = worst <= tolerance and not non_finite
     probed = f" ({', '.join(paths)})" if len(paths) > 1 else ""
     if passed:
         message = (f"PASS: over {trials} trials, no agent's scores{' or actions' if fixed_scales else ''}{probed} "
                    f"moved (max relative change {worst:.2e}) when every other agent's inputs and the global state "
                    f"were replaced.")
-    else:
+    elif not non_finite:
         leaking = [i for i in range(n_agents) if deviation[i] > tolerance]
         message = (f"FAIL: agents {leaking} change their scores{' or actions' if fixed_scales else ''} (max relative "
                    f"change {worst:.3g}{_through(paths, tolerance)}) when other agents' inputs or the global state "
                    f"change: the policy is not decentralized.")
+    else:
+        reasons = [_non_finite_reason(non_finite)]
+        if worst > tolerance:
+            leaking = [i for i in range(n_agents) if deviation[i] > tolerance]
+            reasons.insert(0, f"agents {leaking} change their scores{' or actions' if fixed_scales else ''} (max "
+                              f"relative change {worst:.3g}{_through(paths, tolerance)}) when other agents' inputs "
+                              f"or the global state change")
+        message = _failure(reasons, worst > tolerance)
     return AuditReport(passed=passed, max_deviation=worst, own_sensitivity=float(sensitivity.min()), trials=trials,
-                       per_agent=[float(d) for d in deviation], message=message, paths=paths)
+                       per_agent=[float(d) for d in deviation], message=message, paths=paths,
+                       non_finite={name: sorted(found) for name, found in sorted(non_finite.items())})
 
 
 def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agents: int, obs_dim: int,
@@ -410,7 +534,7 @@ def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agen
                 raise ValueError(f"messages_fn must return [T, n, k] = [{obs.shape[0]}, {n_agents}, k], got "
                                  f"{sent.shape}.")
             shapes.add(sent.shape[2:])
-            exact = ((sent == 0) | (sent == 1)).reshape(*sent.shape[:2], -1)  # NaN is neither
+            exact = _exactly_binary(sent).reshape(*sent.shape[:2], -1)  # -0.0 and NaN are neither
             non_binary |= {int(j) for j in np.nonzero(~exact.all(axis=(0, 2)))[0]}
     shape = sorted(shapes, key=lambda s: s != (message_bits,))[-1]  # a wrong shape, if any path has one
     binary = shapes == {(message_bits,)} and not non_binary
@@ -440,9 +564,10 @@ def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agen
         out = dict(out) if isinstance(out, dict) else {"receive": out}
         return {**out, **(execution_fn(o, la, av, s) if execution_fn is not None else {})}
 
+    non_finite: dict[str, set[int]] = {}
     results = _perturbation_audit(receivers, n_agents, obs_dim, n_actions, state_dim, episodes, trials, horizon,
                                   seed, held=held, continuous=continuous,
-                                  fixed_scales={name: 1.0 for name in ACTION_PATHS})
+                                  fixed_scales={name: 1.0 for name in ACTION_PATHS}, non_finite=non_finite)
     receiver_paths = tuple(name for name in results if name not in ACTION_PATHS)
     execution_paths = tuple(name for name in results if name in ACTION_PATHS)
     deviation, sensitivity, paths = _combine(results, receiver_paths)
@@ -457,7 +582,7 @@ def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agen
                             own_sensitivity=float(message_own.min()), per_sender=[float(d) for d in message_dev],
                             binary=binary, shape=list(shape), non_binary_senders=sorted(non_binary),
                             paths=message_paths)
-    passed = receivers_ok and execution_ok and messages.passed
+    passed = receivers_ok and execution_ok and messages.passed and not non_finite
     if passed:
         message = (f"PASS: agent i's action reads only its own inputs and {message_bits}-bit messages, each a "
                    f"function of its sender's own inputs only. Over {trials} trials, replacing every other agent's "
@@ -486,11 +611,14 @@ def audit_communication(messages_fn: MessagesFn, receiver_fn: ReceiverFn, n_agen
         if shapes != {(message_bits,)}:
             reasons.append(f"each message has shape {tuple(shape)}, not the declared {message_bits} bits")
         if non_binary:
-            reasons.append(f"agents {sorted(non_binary)} send message entries other than exactly 0 or 1: "
-                           f"messages must be binary")
-        message = "FAIL: " + "; ".join(reasons) + ". The policy is not decentralized."
+            reasons.append(f"agents {sorted(non_binary)} send message entries other than exactly 0 or 1 (by bit "
+                           f"pattern: -0.0 and NaN are neither): messages must be binary")
+        if non_finite:
+            reasons.append(_non_finite_reason(non_finite))
+        message = _failure(reasons, len(reasons) > 1 or not non_finite)
     return AuditReport(passed=passed, max_deviation=worst, own_sensitivity=float(sensitivity.min()), trials=trials,
-                       per_agent=[float(d) for d in deviation], message=message, messages=messages, paths=paths)
+                       per_agent=[float(d) for d in deviation], message=message, messages=messages, paths=paths,
+                       non_finite={name: sorted(found) for name, found in sorted(non_finite.items())})
 
 
 def _scan_episode(policy: DecentralizedPolicy, step: Callable, obs: jax.Array, last_action: jax.Array,
@@ -549,10 +677,212 @@ def _communicating_paths(policy: DecentralizedPolicy, params: Any) -> tuple[Mess
         reference = _scan_episode(policy, lambda *a: DecentralizedPolicy.step(policy, params, *a), o, la, av)
         actions = _scan_episode(policy, bound(policy.act), o, la, av)
         greedy = _scan_episode(policy, lambda *a: DecentralizedPolicy.act(policy, params, *a), o, la, av)
-        return {"step vs send-receive": (scores - reference) / (jnp.abs(reference).max() + 1e-6),
+        # Relative to the reference's largest finite score, so that a -inf mask does not make the scale inf; an
+        # entry equal in both (a mask included) departs by exactly 0, others by their difference (inf or NaN where
+        # one is non-finite: the audit compares those classes exactly).
+        scale = jnp.max(jnp.where(jnp.isfinite(reference), jnp.abs(reference), 0.0)) + 1e-6
+        return {"step vs send-receive": jnp.where(scores == reference, 0.0, scores - reference) / scale,
                 "act vs greedy step": _as_action_path(policy, actions) - _as_action_path(policy, greedy)}
 
     return messages_fn, receiver_fn, execution_fn
+
+
+# -- the structural proof -------------------------------------------------------------------------------------
+
+# What `DecentralizedPolicy` itself defines to send, receive, step, act and unroll: a subclass that overrides any
+# of them runs code the structural check has not traced (audited behaviourally only).
+POLICY_METHODS = ("messages", "receive", "step", "act", "unroll", "episode_messages", "initial_hidden",
+                  "seed_params", "__post_init__", "communicating", "message_bits", "n_seeds")
+# Primitives through which a traced function calls back into Python, where any array (another agent's) can be read.
+HOST_CALLBACKS = ("pure_callback", "io_callback", "callback", "host_callback", "outside_call", "ffi_call",
+                  "custom_call")
+# Primitives whose behaviour under vmap is a Python rule that the trace on one agent does not cover: under
+# `DecentralizedPolicy`'s vmap over agents such a rule sees every agent's inputs at once.
+UNTRACED_BATCHING = ("custom_vmap_call",)
+
+
+@dataclass
+class StructuralVerdict:
+    """`structural_check`'s verdict on an exported policy.
+
+    `passed`: every per-agent function of the network traces on one agent's inputs plus the parameters (and, for
+    the receiver, the [n, k] messages), returns one agent's outputs, closes over no array shaped like a
+    multi-agent input and calls back into no host code. `covered`: the policy runs those functions through
+    `DecentralizedPolicy`'s own methods (vmap over agents); False when a subclass overrides one (`overridden`),
+    whose code is then audited behaviourally only. `functions` gives, per traced function, its inputs and
+    outputs (name -> shape) and the shapes of the arrays it closes over."""
+
+    passed: bool
+    covered: bool
+    network: str
+    message: str
+    problems: list[str] = field(default_factory=list)
+    overridden: list[str] = field(default_factory=list)
+    functions: dict[str, dict] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sub_jaxprs(value: Any):
+    """The jaxprs (closed or open) inside one equation parameter: a scan's body, a cond's branches, a pjit's."""
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _sub_jaxprs(item)
+    elif hasattr(value, "eqns") or (hasattr(value, "jaxpr") and hasattr(value, "consts")):
+        yield value
+
+
+def _walk_jaxpr(closed: Any) -> tuple[list[np.ndarray], list[str]]:
+    """(every array a jaxpr closes over, its own consts and its literals, in it and its sub-jaxprs; the names of
+    every primitive it applies)."""
+    arrays: list[np.ndarray] = []
+    primitives: list[str] = []
+    stack = [closed]
+    while stack:
+        item = stack.pop()
+        if hasattr(item, "consts"):  # a ClosedJaxpr
+            arrays += [np.asarray(c) for c in item.consts if np.ndim(c) > 0]
+            item = item.jaxpr
+        for eqn in item.eqns:
+            primitives.append(eqn.primitive.name)
+            arrays += [np.asarray(v.val) for v in eqn.invars if hasattr(v, "val") and np.ndim(v.val) > 0]
+            for value in eqn.params.values():
+                stack.extend(_sub_jaxprs(value))
+    return arrays, primitives
+
+
+def _global_shape(shape: tuple[int, ...], spec: dict, width: int) -> str | None:
+    """Why an array of `shape` a per-agent function closes over looks like a multi-agent input (every agent's
+    observation, avail mask, hidden state or input vector, stacked [..., n, d] or flattened [..., n * d]; the
+    global state [..., s]), or None."""
+    n = int(spec["n_agents"])
+    features = {"observation": int(spec["obs_dim"]), "action scores or avail mask": int(spec["n_actions"]),
+                "hidden state": int(spec.get("hidden_dim", 0)), "input vector": width}
+    features = {name: d for name, d in features.items() if d > 0}
+    if n < 2 or not shape:
+        return None
+    for name, d in features.items():
+        if len(shape) >= 2 and tuple(shape[-2:]) == (n, d):
+            return f"an agent axis: [..., n={n}, {d}] like every agent's {name}"
+        if shape[-1] == n * d:
+            return f"[..., {n * d}] = n x {d}, the size of every agent's {name}"
+    state_dim = int(spec.get("state_dim", 0))
+    if state_dim > 0 and shape[-1] == state_dim and state_dim not in features.values():
+        return f"[..., {state_dim}], the size of the global state"
+    return None
+
+
+def structural_check(policy: DecentralizedPolicy) -> StructuralVerdict:
+    """Prove structurally that the policy's network is decentralized: trace each per-agent function of the network
+    the policy runs (`PolicyNetwork.sender` and `.receiver`; `build_network(policy.spec)` unless replaced) with
+    `jax.make_jaxpr` on abstract inputs of ONE agent, the parameters an explicit argument, and check
+
+    - its inputs are exactly the parameters and the agent's own inputs: obs [o], last_action [] (continuous:
+      [A]), avail [A], agent_index [] (and, for the receiver, its hidden state [H], reset [] and the messages
+      [n, k], its only cross-agent input; k = 0 for a plain network, so then it has none), and it returns one
+      agent's outputs (sender: message [k]; receiver: hidden [H], scores [A]);
+    - no array it closes over (consts, literals, in it and in every sub-jaxpr) is shaped like a multi-agent
+      input (`_global_shape`): a builder that captures a buffer of all agents' observations is caught here, where
+      no perturbation of the audit's inputs would move it;
+    - it calls back into no host code (`HOST_CALLBACKS`), where any array could be read;
+    - the policy's methods are `DecentralizedPolicy`'s (`POLICY_METHODS`), which vmap those functions over
+      agents with the parameters, reset and messages broadcast and nothing else shared. A subclass overriding one
+      is reported as not covered structurally (audited behaviourally only); that alone does not fail the check.
+    """
+    from ctde.policy import PolicyNetwork, own_input  # noqa: PLC0415 - beside DecentralizedPolicy above
+
+    spec = policy.spec
+    n, obs_dim, n_actions = int(spec["n_agents"]), int(spec["obs_dim"]), int(spec["n_actions"])
+    hidden_dim = int(spec.get("hidden_dim", 0))
+    continuous = bool(spec.get("continuous_actions", False))
+    network = policy._network
+    name = str(spec.get("network"))
+    problems: list[str] = []
+    overridden = [m for m in POLICY_METHODS
+                  if getattr(type(policy), m, None) is not DecentralizedPolicy.__dict__[m] or m in vars(policy)]
+    if type(network) is not PolicyNetwork:
+        overridden.append(f"_network (a {type(network).__name__})")
+    if not isinstance(network, PolicyNetwork):
+        return StructuralVerdict(False, False, name, f"FAIL (structural): the policy's network is a "
+                                 f"{type(network).__name__}, not a PolicyNetwork; nothing to trace.",
+                                 ["no PolicyNetwork"], overridden)
+
+    bits = int(network.bits)
+    if network.sender is None and bits != 0:
+        problems.append(f"a plain network (no sender) declares {bits} message bits")
+    if network.sender is not None and int(spec.get("message_bits", bits)) != bits:
+        problems.append(f"the network sends {bits} bits but the spec declares message_bits = "
+                        f"{spec.get('message_bits')}")
+
+    sds = jax.ShapeDtypeStruct
+    params = jax.tree.map(lambda x: sds(np.shape(x)[1:], x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype),
+                          policy.params)  # one seed's, abstract
+    own = {"obs": sds((obs_dim,), jnp.float32),
+           "last_action": sds((n_actions,), jnp.float32) if continuous else sds((), jnp.int32),
+           "avail": sds((n_actions,), jnp.bool_), "agent_index": sds((), jnp.int32)}
+    try:
+        width = int(jax.eval_shape(lambda o, la, av, i: own_input(spec, o, la, av, i), *own.values()).shape[-1])
+    except Exception:  # noqa: BLE001 - a spec whose inputs do not build only loses this one size
+        width = 0
+    receiver_inputs = {"hidden": sds((hidden_dim,), jnp.float32), **own, "reset": sds((), jnp.bool_),
+                       "messages": sds((n, bits), jnp.float32)}
+    traced = {"receiver": (network.receiver, receiver_inputs, [(hidden_dim,), (n_actions,)])}
+    if network.sender is not None:
+        traced["sender"] = (network.sender, own, [(bits,)])
+    n_params = len(jax.tree.leaves(params))
+    functions: dict[str, dict] = {}
+    for part, (fn, inputs, expected) in sorted(traced.items(), reverse=True):  # sender first
+        try:
+            closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(params, *inputs.values())
+        except Exception as e:  # noqa: BLE001 - a function that does not trace on one agent is the finding
+            problems.append(f"the {part} does not trace on one agent's inputs ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})")
+            continue
+        outputs = [tuple(o.shape) for o in jax.tree.leaves(out_shape)]
+        arrays, primitives = _walk_jaxpr(closed)
+        functions[part] = {"inputs": {"params": f"{n_params} arrays",
+                                      **{k: list(v.shape) for k, v in inputs.items()}},
+                           "outputs": [list(o) for o in outputs],
+                           "closed_over": [list(a.shape) for a in arrays]}
+        if len(closed.jaxpr.invars) != n_params + len(inputs):
+            problems.append(f"the {part} takes {len(closed.jaxpr.invars)} inputs, not the parameters' {n_params} "
+                            f"and {len(inputs)} own inputs ({', '.join(inputs)})")
+        if outputs != expected:
+            problems.append(f"the {part} returns {[list(o) for o in outputs]}, not one agent's "
+                            f"{[list(o) for o in expected]}")
+        for array in arrays:
+            why = _global_shape(tuple(array.shape), spec, width)
+            if why is not None:
+                problems.append(f"the {part} closes over an array of shape {list(array.shape)}: {why}")
+        callbacks = sorted({p for p in primitives
+                            if p in HOST_CALLBACKS or ("callback" in p and p != "debug_callback")})
+        if callbacks:
+            problems.append(f"the {part} calls back into host code ({', '.join(callbacks)}), where any agent's data "
+                            f"can be read")
+        batching = sorted({p for p in primitives if p in UNTRACED_BATCHING})
+        if batching:
+            problems.append(f"the {part} defines its own batching rule ({', '.join(batching)}: "
+                            f"jax.custom_batching.custom_vmap), which the vmap over agents runs on every agent's "
+                            f"inputs at once and no trace on one agent covers")
+    covered = not overridden
+    passed = not problems
+    if passed:
+        parts = " and ".join(f"{part} ({', '.join(f'{k} {list(v.shape)}' for k, v in traced[part][1].items())})"
+                             for part in sorted(traced, reverse=True))
+        message = (f"PASS (structural): network {name}'s {parts} trace on one agent's inputs plus the parameters, "
+                   f"{'the messages being the only cross-agent input' if bits else 'with no cross-agent input'}, "
+                   f"close over no array shaped like a multi-agent input and call no host code")
+        message += (", and DecentralizedPolicy's own methods vmap them over agents." if covered else
+                    f"; but {type(policy).__name__} overrides {', '.join(overridden)}: not covered structurally; "
+                    f"audited behaviourally only.")
+    else:
+        message = (f"FAIL (structural): network {name}: " + "; ".join(problems)
+                   + ". The policy is not decentralized by construction.")
+        if not covered:
+            message += f" ({type(policy).__name__} also overrides {', '.join(overridden)}.)"
+    return StructuralVerdict(passed=passed, covered=covered, network=name, message=message, problems=problems,
+                             overridden=overridden, functions=functions)
 
 
 def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None, trials: int = 8,
@@ -566,11 +896,13 @@ def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None
     and `act` run step by step as execution runs them; agent i's scores and actions on every path must not move
     when the others' inputs and the state do. A communicating one is audited as its senders and receivers apart
     (`audit_communication`), each on every path that computes it, plus the executed `step` and `act` against
-    sending then receiving (check iv)."""
+    sending then receiving (check iv). The structural verdict (`structural_check`) stands beside the behavioural
+    one in `AuditReport.structural` and its message; the audit passes only if both do."""
     spec = policy.spec
     sizes = (spec["n_agents"], spec["obs_dim"], spec["n_actions"], spec["state_dim"])
     continuous = bool(spec.get("continuous_actions", False))
     horizon = int(horizon or spec.get("episode_limit") or DEFAULT_HORIZON)
+    structural = structural_check(policy)
     reports = []
     for k in range(policy.n_seeds):
         params = policy.seed_params(k)
@@ -583,8 +915,21 @@ def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None
             reports.append(audit_scores_fn(_plain_paths(policy, params), *sizes, episodes=episodes, trials=trials,
                                            horizon=horizon, seed=seed + k, continuous=continuous,
                                            fixed_scales={"act": 1.0}))
-    return max(reports, key=lambda r: (not r.passed, r.max_deviation,
-                                       r.messages.max_deviation if r.messages is not None else 0.0))
+    report = max(reports, key=lambda r: (not r.passed, r.max_deviation,
+                                         r.messages.max_deviation if r.messages is not None else 0.0))
+    return _with_structural(report, structural)
+
+
+def _with_structural(report: AuditReport, structural: StructuralVerdict) -> AuditReport:
+    """The behavioural `report` with the structural verdict beside it: in `structural`, in the message, and in
+    `passed` (a network that fails the structural check fails the audit, whatever the behaviour showed)."""
+    report.structural = structural.to_dict()
+    if structural.passed:
+        report.message = f"{report.message} {structural.message}"
+    else:
+        report.passed = False
+        report.message = f"{structural.message} Behavioural: {report.message}"
+    return report
 
 
 def require_audit(report: AuditReport) -> None:
