@@ -56,8 +56,9 @@ def test_planted_leak_is_caught(name):
         assert report.messages.max_deviation == 0.0 and report.max_deviation == 0.0
     if name == "late_leak_agent_zero":  # one agent only
         assert report.per_agent[0] > 1e-3 and max(report.per_agent[1:]) == 0.0
-    if name == "tiny_teammate_action":  # about 1e-3 relative, caught above the 1e-5 tolerance
-        assert 1e-4 < report.max_deviation < 1e-2
+    if name == "tiny_teammate_action":  # about 1e-3 relative, caught above the 1e-5 tolerance (the scores; an
+        # action it flips counts 1 on the act path, as it may on the random episodes' near ties)
+        assert 1e-4 < report.paths["step"] < 1e-2
     if name == "step_leaks_behind_honest_unroll":
         assert report.paths["unroll"] == 0.0 and report.paths["step"] > 1e-3
 

@@ -110,8 +110,9 @@ ReceiverFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], j
 EPISODE_INPUTS = ("obs", "last_action", "avail", "state")
 # How a random episode's observations and state are drawn (`_random_episode`).
 RANDOM_STYLES = ("normal", "signed", "unit", "recorded")
-# Random episodes' length when neither the caller nor the policy's spec (`episode_limit`, exported since the
-# audit covers whole episodes) gives one: MPE's limit, and longer than every toy task.
+# Random episodes' shortest default length: the episode limit (the spec's `episode_limit`, exported since the audit
+# covers whole episodes) where it is longer. MPE's limit, longer than every toy task; a short task's policy may also
+# be run with a longer env.episode_limit than it was trained with.
 DEFAULT_HORIZON = 25
 
 
@@ -890,7 +891,7 @@ def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None
     """Audit every seed of an exported policy; the report is the worst over seeds (a failing one first).
 
     `episodes`: recorded inputs (`ctde.training.audit_episodes` rolls them out in the policy's environment); random
-    episodes follow them, `horizon` steps long (default: the spec's `episode_limit`, else `DEFAULT_HORIZON`).
+    episodes follow them, `horizon` steps long (default: the spec's `episode_limit`, at least `DEFAULT_HORIZON`).
 
     A plain policy is audited as one scores function with three paths (`audit_scores_fn`): `unroll`, and `step`
     and `act` run step by step as execution runs them; agent i's scores and actions on every path must not move
@@ -901,7 +902,7 @@ def audit_policy(policy: DecentralizedPolicy, episodes: list[dict] | None = None
     spec = policy.spec
     sizes = (spec["n_agents"], spec["obs_dim"], spec["n_actions"], spec["state_dim"])
     continuous = bool(spec.get("continuous_actions", False))
-    horizon = int(horizon or spec.get("episode_limit") or DEFAULT_HORIZON)
+    horizon = int(horizon or max(spec.get("episode_limit") or 0, DEFAULT_HORIZON))
     structural = structural_check(policy)
     reports = []
     for k in range(policy.n_seeds):

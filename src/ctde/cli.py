@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--episodes", type=int, metavar="N", help="episodes rolled out in the policy's environment, "
                     "half greedy with the policy, half with random available actions (8)")
     au.add_argument("--horizon", type=int, metavar="H", help="longest episode rolled out, and the random "
-                    "episodes' length (default: the episode limit)")
+                    "episodes' length (default: the episode limit, at least 25)")
     au.set_defaults(func=_audit)
 
     en = sub.add_parser("envs", help="list environments and maps")

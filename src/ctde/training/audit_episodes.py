@@ -12,7 +12,7 @@ random N(0, 1) inputs of a few steps. So `ctde audit` and the end of training au
   was given and to random ones;
 - half the episodes act greedily with the policy's first seed, half with uniformly random available actions
   (random play on SMAX loses units, so agents die: their observation rows become exactly 0 and their masks allow
-  one action), whole episodes up to the horizon (default: the episode limit), each cut at its end;
+  one action), whole episodes up to the horizon (default: the episode limit, at least 25), each cut at its end;
 - if no episode reaches the horizon, the longest one is also kept uncut: the rollout steps the environment on
   past the episode's end up to the horizon (the end suppressed), so a leak that starts late meets real inputs;
 - the random episodes the audit adds run `horizon` steps too, and draw their values from the range the
@@ -148,7 +148,7 @@ def audit_inputs(policy: DecentralizedPolicy, *, episodes: int | None = None, ho
 
     `episodes`: how many to roll out (default `DEFAULT_EPISODES`, half greedy and half random; with `recorded`,
     `TRAINING_RANDOM_EPISODES`, all random: the greedy ones are recorded already). `horizon`: the longest episode
-    and the random episodes' length (default: the episode limit)."""
+    and the random episodes' length (default: the episode limit, at least `ctde.audit.DEFAULT_HORIZON`)."""
     recorded = [dict(e) for e in recorded or []]
     spec = policy.spec
     why_not = ""
@@ -157,7 +157,7 @@ def audit_inputs(policy: DecentralizedPolicy, *, episodes: int | None = None, ho
     else:
         env = evaluation_env(env)
     limit = env.spec.episode_limit if env is not None else spec.get("episode_limit")
-    horizon = int(horizon or limit or DEFAULT_HORIZON)
+    horizon = int(horizon or max(limit or 0, DEFAULT_HORIZON))
     if env is None:
         sources = f"{len(recorded)} recorded episodes and random ones" if recorded else "random episodes"
         return AuditInputs(recorded, horizon, f"{why_not}: the audit ran on {sources} of {horizon} steps")
