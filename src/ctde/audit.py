@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ctde.errors import AuditFailedError
-from ctde.policy import DecentralizedPolicy
+from ctde.policy import DecentralizedPolicy, PolicyNetwork, own_input
 
 # Paths whose outputs are not scores but actions or agreement residuals, compared on a fixed scale of 1 (an action
 # that flips, or a residual that moves by one score scale, counts as a relative change of 1).
@@ -791,8 +791,6 @@ def structural_check(policy: DecentralizedPolicy) -> StructuralVerdict:
       agents with the parameters, reset and messages broadcast and nothing else shared. A subclass overriding one
       is reported as not covered structurally (audited behaviourally only); that alone does not fail the check.
     """
-    from ctde.policy import PolicyNetwork, own_input  # noqa: PLC0415 - beside DecentralizedPolicy above
-
     spec = policy.spec
     n, obs_dim, n_actions = int(spec["n_agents"]), int(spec["obs_dim"]), int(spec["n_actions"])
     hidden_dim = int(spec.get("hidden_dim", 0))
