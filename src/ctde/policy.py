@@ -33,6 +33,10 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 
+from ctde.config import EnvConfig
+from ctde.envs import make_env
+from ctde.envs.host import HOST_FAMILIES
+from ctde.envs.toy import TOY_ENVS
 from ctde.errors import CheckpointError
 from ctde.nets.actions import masked_argmax
 from ctde.nets.rnn import RNNAgent, action_features, value_outputs, value_scores
@@ -327,8 +331,6 @@ def _env_sizes(spec: dict) -> dict[str, int] | None:
     if env.split(":", 1)[0] not in ("smax", "toy", "mpe"):
         return None
     try:
-        from ctde.config import EnvConfig
-        from ctde.envs import make_env
         built = make_env(EnvConfig(id=env, sight_range=spec.get("sight_range"),
                                    continuous_actions=bool(spec.get("continuous_actions", False)))).spec
     except Exception:  # noqa: BLE001 - no environment, no tie-break
@@ -403,11 +405,8 @@ def _explain(spec: dict, expected: dict, actual: dict) -> str:
 
 
 def _action_type_problem(spec: dict) -> str | None:
-    """What contradicts the spec's `continuous_actions`, from what else the spec says (environment, backbone,
+    """What contradicts the spec's `continuous_actions`, from what else the spec says (environment,
     quantiles); None if nothing does."""
-    from ctde.envs.host import HOST_FAMILIES  # the environment registry, on use: loading needs no environment
-    from ctde.envs.toy import TOY_ENVS
-
     continuous = spec.get("continuous_actions", False)
     if not isinstance(continuous, bool):
         return f"continuous_actions is {continuous!r}, expected true or false"
@@ -424,11 +423,6 @@ def _action_type_problem(spec: dict) -> str | None:
             return f"{says}, but {env}'s actions are {'continuous' if actual else 'discrete'}"
     if continuous and spec.get("quantiles"):
         return f"{says}, but a policy with quantiles ({spec['quantiles']}) chooses among discrete actions"
-    if continuous and spec.get("algo"):
-        from ctde.algos import BACKBONES  # imported on use: only a continuous policy needs it
-        entry = BACKBONES.get(spec["algo"])
-        if entry is not None and not entry.capabilities.continuous_actions:
-            return f"{says}, but algo {spec['algo']} chooses among discrete actions"
     return None
 
 

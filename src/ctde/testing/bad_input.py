@@ -35,9 +35,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
+import numpy as np
+
 from ctde.cli import main
+from ctde.config import build_config
 from ctde.envs.host import importable
-from ctde.training.runner import train
+from ctde.training.resolve import resolve
+from ctde.training.runner import build_program, export, seed_keys, train
 
 # The base run every `needs_run` case copies: the cheapest run that still writes every artifact (config,
 # metrics, a checkpoint, the exported policy and its audit).
@@ -179,13 +184,6 @@ def _other_export(which: str):
     (`ctde.training.runner.export`), built once per process. Its parameters have the tree and shapes the
     paradigm's `init` gives (`jax.eval_shape`) and all values 0: these cases are refused at loading, before any
     value is read, and running `init` itself would cost seconds."""
-    import jax
-    import numpy as np
-
-    from ctde.config import build_config
-    from ctde.training.resolve import resolve
-    from ctde.training.runner import build_program, export, seed_keys
-
     program = build_program(resolve(build_config([*_OTHER_EXPORTS[which], "seeds=1"])))
     shapes = jax.eval_shape(jax.vmap(program.paradigm.init), seed_keys(program.config))
     params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
