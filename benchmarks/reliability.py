@@ -19,8 +19,11 @@ Sections (each writes its part of benchmarks/results/reliability.json and a tabl
 - nan: for every backbone, the loss poisoned from a chosen env step (`ctde.testing.faults.poisoned_loss`):
   the run must stop naming the step, keep the last good checkpoint, and `--resume` from it must finish. Also
   stage 2 (PTDE's distillation) poisoned.
-- leaks: the planted leaks of `ctde.testing.planted_leaks` (the audit must catch every one) and the real
-  exported policy of every paradigm x backbone the configuration accepts (every one must pass).
+- leaks: the planted leaks of `ctde.testing.planted_leaks` (the audit must catch every one), the real
+  exported policy of every paradigm x backbone the configuration accepts (every one must pass), and the attacker
+  leaks of `ctde.testing.attacker_leaks` (issue 36: non-finite masks, signed zeros, structural, gated on realistic
+  inputs, late), each saved as a policy folder and audited through `ctde audit DIR`: the audit must fail each
+  one (exit status 2, the expected FAIL text) and pass each one's honest twin.
 - disk: a run on a small tmpfs (mounted by this script; needs root) until a checkpoint does not fit: the error
   must say so, the previous checkpoint must be intact, and the run, moved to a larger disk, must resume to the
   reference's metrics.
@@ -213,6 +216,7 @@ def run_nan(work: Path, say) -> dict:
 
 
 def run_leaks(say) -> dict:
+    from ctde.testing.attacker_leaks import audit_attacker_leaks
     from ctde.testing.planted_leaks import audit_planted_leaks, audit_real_policies
 
     leaks = audit_planted_leaks()
@@ -222,11 +226,19 @@ def run_leaks(say) -> dict:
     for row in real:
         say(f"real {row['paradigm']:>7} x {row['backbone']:<7} {row['env']:<18} passed={row['passed']} "
             f"own sensitivity {row['own_sensitivity']:.3g}")
-    return {"planted": leaks, "real": real, "summary": {
+    attacker = audit_attacker_leaks()
+    for row in attacker:
+        say(f"attacker {row['leak']:<26} {row['class']:<16} caught={row['caught']} exit {row['exit_status']} "
+            f"twin {row['twin']} passed={row['twin_passed']} ({row['seconds']:.1f} s)")
+    twins = {r["twin"]: r["twin_passed"] for r in attacker}
+    return {"planted": leaks, "real": real, "attacker": [{k: v for k, v in r.items() if k != "output"}
+                                                          for r in attacker], "summary": {
         "planted": len(leaks), "caught": sum(bool(r["caught"]) for r in leaks),
         "real_policies": len(real),
         # A pass counts only with the policy responding to its own inputs (a constant policy passes vacuously).
-        "real_passed": sum(bool(r["passed"] and r.get("sensitive", True)) for r in real)}}
+        "real_passed": sum(bool(r["passed"] and r.get("sensitive", True)) for r in real),
+        "attacker": len(attacker), "attacker_caught": sum(bool(r["caught"]) for r in attacker),
+        "attacker_twins": len(twins), "attacker_twins_passed": sum(bool(v) for v in twins.values())}}
 
 
 DISK_JOB = "smax_3m_qmix"
@@ -327,6 +339,19 @@ def markdown(results: dict) -> str:
             lines.append(f"| {r['paradigm']} | {r['backbone']} | {r['env']} | {r.get('network', '')} | "
                          f"{'yes' if r['passed'] else 'NO'} | {r['own_sensitivity']:.3g} |")
         lines.append("")
+        if "attacker" in lk:
+            lines += ["### Attacker leaks (issue 36), through `ctde audit DIR`", "",
+                      f"The audit caught {s['attacker_caught']} of {s['attacker']} attacker leaks (exit status 2 and "
+                      f"the expected FAIL text) and passed {s['attacker_twins_passed']} of {s['attacker_twins']} "
+                      "honest twins.", "",
+                      "| attacker leak | class | reads | caught | exit | verdict | seconds | honest twin passed |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in lk["attacker"]:
+                verdict = " ".join(str(r["verdict"]).split())[:200].replace("|", "\\|")
+                lines.append(f"| {r['leak']} | {r['class']} | {r['description']} | {'yes' if r['caught'] else 'NO'} | "
+                             f"{r['exit_status']} | {verdict} | {r['seconds']:.1f} | "
+                             f"{r['twin']}: {'yes' if r['twin_passed'] else 'NO'} |")
+            lines.append("")
     if "disk" in results:
         r = results["disk"]["runs"][0]
         lines += ["## Disk full", ""]

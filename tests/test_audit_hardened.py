@@ -1,13 +1,14 @@
 """Issue 36, the audit hardened: the structural proof (`ctde.audit.structural_check`) and comparisons that no
 non-finite score or signed zero can blind.
 
-The leaks here are written for this issue, not taken from `ctde.testing.planted_leaks`. They are registered
-networks (`register_network`), so that `ctde audit DIR` loads them as it would any exported policy. A registered
-network's functions see one agent's inputs; to read a teammate's observation, the leaky ones use
-`jax.custom_batching.custom_vmap`: on one agent the function is honest, but under `DecentralizedPolicy`'s vmap over
-agents its batching rule reads agent i+1's row. That is a leak of the per-agent structure itself: the structural
-check flags the custom batching rule (it is not traced on one agent), and the behavioural audit must see the leak
-through the -inf or NaN masks as well.
+The leaks here are written for this issue, not taken from `ctde.testing.planted_leaks`: they live in
+`ctde.testing.attacker_leaks` (registered networks `attacker_plain`, `attacker_comm`,
+`attacker_closes_over_global`, `attacker_callback`, so that `ctde audit DIR` loads them as it would any exported
+policy), which the reliability campaign audits too. A registered network's functions see one agent's inputs; to
+read a teammate's observation, the leaky ones use `jax.custom_batching.custom_vmap`: on one agent the function is
+honest, but under `DecentralizedPolicy`'s vmap over agents its batching rule reads agent i+1's row. That is a leak
+of the per-agent structure itself: the structural check flags the custom batching rule (it is not traced on one
+agent), and the behavioural audit must see the leak through the -inf or NaN masks as well.
 """
 
 import json
@@ -17,150 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ctde import cli
 from ctde.audit import (CLASS_CHANGE, _exactly_binary, _finite_scale, _relative_change, audit_policy,
                         require_audit, structural_check)
 from ctde.errors import AuditFailedError
-from ctde.policy import (POLICY_NETWORKS, DecentralizedPolicy, PolicyNetwork, make_policy, own_input,
-                         register_network)
-
-N_AGENTS, OBS_DIM, N_ACTIONS, STATE_DIM, BITS = 3, 4, 5, 6, 2
-TRIALS = 4
-IN = OBS_DIM + N_AGENTS  # own_input of ["obs", "agent_id"]
-
-
-def _teammate_obs(obs: jax.Array) -> jax.Array:
-    """obs [o] -> [o]: on one agent, its own observation (nothing else is there to read); under a vmap over agents,
-    agent i+1's observation (the batching rule rolls the agent axis)."""
-
-    @jax.custom_batching.custom_vmap
-    def teammate(x):
-        return x
-
-    @teammate.def_vmap
-    def rule(axis_size, in_batched, x):
-        (batched,) = in_batched
-        return (jnp.roll(x, -1, axis=0) if batched else x), batched
-
-    return teammate(obs)
-
-
-def _masked(scores: jax.Array, avail: jax.Array, fill: str) -> jax.Array:
-    """Unavailable actions' scores replaced by -inf or NaN (the common idioms), or kept."""
-    values = {"-inf": -jnp.inf, "nan": jnp.nan}
-    return scores if fill == "none" else jnp.where(avail, scores, values[fill])
-
-
-@register_network("issue36_plain")
-def _issue36_plain(spec: dict) -> PolicyNetwork:
-    """A linear plain network, x W + b, unavailable actions masked with spec["mask"]; spec["leak"]:
-    "none" (honest), "scores" (agent i+1's first observation feature added to every score), "where_inf" (an
-    unavailable action's score is -inf or -1e9 as agent i+1's first feature is positive or not), "nan" (NaN or
-    -inf the same way), "inf_available" (agent 1's first action scores +inf: no leak, a broken network)."""
-    leak, fill = spec["leak"], spec["mask"]
-
-    def step(params, hidden, obs, last_action, avail, agent_index, reset):
-        x = own_input(spec, obs, last_action, avail, agent_index)
-        scores = x @ params["w"] + params["b"]
-        if leak == "scores":
-            scores = scores + 0.5 * _teammate_obs(obs)[0]
-        masked = _masked(scores, avail, fill)
-        if leak == "where_inf":
-            masked = jnp.where(avail, scores, jnp.where(_teammate_obs(obs)[0] > 0, -jnp.inf, -1e9))
-        if leak == "nan":
-            masked = jnp.where(avail, scores, jnp.where(_teammate_obs(obs)[0] > 0, jnp.nan, -jnp.inf))
-        if leak == "inf_available":
-            masked = masked.at[0].set(jnp.where(agent_index == 1, jnp.inf, masked[0]))
-        return hidden, masked
-
-    return PolicyNetwork.plain(step)
-
-
-@register_network("issue36_comm")
-def _issue36_comm(spec: dict) -> PolicyNetwork:
-    """A linear communicating network: agent j sends bits [x_j G > 0] (k of them), agent i scores
-    [x_i, all messages] W, unavailable actions masked with -inf. spec["leak"]: "none"; "receiver" (agent i's
-    scores also read agent i+1's observation, outside the messages); "signed_zero" (a 0 bit is sent as -0.0
-    when the sender's own last observation feature is negative: a covert extra bit per message)."""
-    leak, bits = spec["leak"], int(spec["message_bits"])
-
-    def sender(params, obs, last_action, avail, agent_index):
-        x = own_input(spec, obs, last_action, avail, agent_index)
-        message = (x @ params["g"] > 0).astype(jnp.float32)
-        if leak == "signed_zero":
-            message = jnp.where(message == 0, jnp.copysign(0.0, obs[-1]), message)
-        return message
-
-    def receiver(params, hidden, obs, last_action, avail, agent_index, reset, messages):
-        x = own_input(spec, obs, last_action, avail, agent_index)
-        scores = jnp.concatenate([x, messages.reshape(-1)]) @ params["w"]
-        if leak == "receiver":
-            scores = scores + 0.5 * _teammate_obs(obs)[0]
-        return hidden, _masked(scores, avail, "-inf")
-
-    return PolicyNetwork(receiver=receiver, sender=sender, bits=bits)
-
-
-_GLOBAL_OBS = np.zeros((N_AGENTS, OBS_DIM), np.float32)  # a buffer of every agent's observation, filled elsewhere
-
-
-@register_network("issue36_closes_over_global")
-def _issue36_closes_over_global(spec: dict) -> PolicyNetwork:
-    """A plain network whose builder captures a module-level buffer of all agents' observations [n, o]; agent i
-    adds agent i+1's row. The audit's inputs never reach the buffer, so no perturbation moves it: only the
-    structural check can see it."""
-    buffer = _GLOBAL_OBS
-
-    def step(params, hidden, obs, last_action, avail, agent_index, reset):
-        x = own_input(spec, obs, last_action, avail, agent_index)
-        teammate = jnp.asarray(buffer)[(agent_index + 1) % spec["n_agents"]]
-        return hidden, x @ params["w"] + params["b"] + 0.5 * teammate[0]
-
-    return PolicyNetwork.plain(step)
-
-
-@register_network("issue36_callback")
-def _issue36_callback(spec: dict) -> PolicyNetwork:
-    """A plain network whose step calls back into Python (`jax.pure_callback`), where any array can be read."""
-
-    def step(params, hidden, obs, last_action, avail, agent_index, reset):
-        x = own_input(spec, obs, last_action, avail, agent_index)
-        extra = jax.pure_callback(lambda v: np.zeros_like(v), jax.ShapeDtypeStruct(obs.shape, obs.dtype), obs,
-                                  vmap_method="sequential")
-        return hidden, x @ params["w"] + params["b"] + extra[0]
-
-    return PolicyNetwork.plain(step)
-
-
-def _spec(network: str, leak: str = "none", mask: str = "-inf", **extra) -> dict:
-    return {"network": network, "inputs": ["obs", "agent_id"], "n_agents": N_AGENTS, "obs_dim": OBS_DIM,
-            "n_actions": N_ACTIONS, "state_dim": STATE_DIM, "hidden_dim": 0, "seeds": 1, "leak": leak,
-            "mask": mask, **extra}
-
-
-def _params(communicating: bool = False) -> dict:
-    rng = np.random.default_rng(0)
-    if communicating:
-        return {"g": jnp.asarray(rng.normal(size=(1, IN, BITS)), jnp.float32),
-                "w": jnp.asarray(rng.normal(size=(1, IN + N_AGENTS * BITS, N_ACTIONS)), jnp.float32)}
-    return {"w": jnp.asarray(rng.normal(size=(1, IN, N_ACTIONS)), jnp.float32),
-            "b": jnp.asarray(rng.normal(size=(1, N_ACTIONS)), jnp.float32)}
-
-
-def _plain(leak: str = "none", mask: str = "-inf") -> DecentralizedPolicy:
-    return make_policy(_spec("issue36_plain", leak, mask), _params())
-
-
-def _comm(leak: str = "none") -> DecentralizedPolicy:
-    return make_policy(_spec("issue36_comm", leak, message_bits=BITS), _params(communicating=True))
-
-
-def _cli_audit(policy: DecentralizedPolicy, directory, capsys) -> tuple[int, str]:
-    policy.save(directory)
-    status = cli.main(["audit", str(directory), "--trials", str(TRIALS)])
-    out = capsys.readouterr()
-    return status, out.out + out.err
-
+from ctde.policy import POLICY_NETWORKS, DecentralizedPolicy
+from ctde.testing.attacker_leaks import (BITS, N_ACTIONS, N_AGENTS, OBS_DIM, TRIALS, audit_attacker_leaks,
+                                         callback_policy, closes_over_global_policy)
+from ctde.testing.attacker_leaks import comm_policy as _comm
+from ctde.testing.attacker_leaks import plain_policy as _plain
 
 # ---------------------------------------------------------------------------------------------------------
 # Comparisons
@@ -249,17 +114,19 @@ def test_a_non_finite_score_for_an_available_action_fails_naming_agent_and_path(
     assert "cannot show that the policy is decentralized" in report.message
 
 
-def test_the_command_line_fails_every_planted_leak_and_passes_the_honest(tmp_path, capsys):
-    cases = {"honest_inf": _plain(), "honest_nan": _plain(mask="nan"), "honest_comm": _comm(),
-             "scores": _plain("scores"), "where_inf": _plain("where_inf"), "nan": _plain("nan"),
-             "receiver": _comm("receiver"), "signed_zero": _comm("signed_zero"),
-             "global": make_policy(_spec("issue36_closes_over_global"), _params())}
-    for name, policy in cases.items():
-        status, out = _cli_audit(policy, tmp_path / name, capsys)
-        if name.startswith("honest"):
-            assert status == 0 and "PASS" in out, (name, out)
-        else:
-            assert status == 2 and "FAIL" in out and "Traceback" not in out, (name, out)
+def test_the_command_line_fails_every_planted_leak_and_passes_the_honest(tmp_path):
+    """`ctde audit DIR --trials 4` on each non-finite, signed-zero and structural attacker leak and on each one's
+    honest twin (`audit_attacker_leaks`, the reliability campaign's audit)."""
+    names = ["scores_behind_inf_mask", "where_inf", "where_nan", "receiver_behind_inf_mask", "signed_zero_message",
+             "closes_over_global", "host_callback"]
+    rows = audit_attacker_leaks(names, root=tmp_path)
+    assert [r["leak"] for r in rows] == names
+    for row in rows:
+        assert row["twin_exit_status"] == 0 and row["twin_passed"], (row["twin"], row["twin_verdict"])
+        out = row["output"]
+        assert row["exit_status"] == 2 and "FAIL" in out and "Traceback" not in out, (row["leak"], out)
+        assert row["caught"], (row["leak"], row["expected"], out)
+    assert {r["twin"] for r in rows} == {"plain_inf_mask", "plain_nan_mask", "comm"}
 
 
 def test_audit_json_carries_the_structural_verdict_and_non_finite():
@@ -274,7 +141,7 @@ def test_audit_json_carries_the_structural_verdict_and_non_finite():
 
 
 def test_a_network_closing_over_a_global_array_fails_structurally():
-    policy = make_policy(_spec("issue36_closes_over_global"), _params())
+    policy = closes_over_global_policy()
     verdict = structural_check(policy)
     assert not verdict.passed
     assert any(f"[{N_AGENTS}, {OBS_DIM}]" in problem and "agent axis" in problem for problem in verdict.problems)
@@ -285,7 +152,7 @@ def test_a_network_closing_over_a_global_array_fails_structurally():
 
 
 def test_a_host_callback_fails_structurally():
-    verdict = structural_check(make_policy(_spec("issue36_callback"), _params()))
+    verdict = structural_check(callback_policy())
     assert not verdict.passed and "pure_callback" in verdict.message
 
 
@@ -334,3 +201,14 @@ def test_every_built_in_network_passes_the_structural_check():
         assert verdict.passed and verdict.covered, (combination, verdict.message)
         seen.add(policy.spec["network"])
     assert built_in <= seen, built_in - seen
+
+
+def test_the_attacker_networks_are_apart_from_the_librarys():
+    """`ctde.testing.attacker_leaks` registers its networks at import, under `attacker_` names that no network of
+    the library uses, and leaves every other registration as it was."""
+    from ctde.testing import attacker_leaks
+
+    ours = {name for name, builder in POLICY_NETWORKS.items() if builder.__module__ == attacker_leaks.__name__}
+    assert ours and all(name.startswith(attacker_leaks.PREFIX) for name in ours)
+    assert {name for name in POLICY_NETWORKS if name.startswith(attacker_leaks.PREFIX)} == ours
+    assert {leak.twin for leak in attacker_leaks.ATTACKER_LEAKS.values()} == set(attacker_leaks.TWINS)
