@@ -229,6 +229,7 @@ def run_leaks(say) -> dict:
     attacker = audit_attacker_leaks()
     for row in attacker:
         say(f"attacker {row['leak']:<26} {row['class']:<16} caught={row['caught']} exit {row['exit_status']} "
+            f"behavioural={row['behavioural_fail']} structural={row['structural_fail']} "
             f"twin {row['twin']} passed={row['twin_passed']} ({row['seconds']:.1f} s)")
     twins = {r["twin"]: r["twin_passed"] for r in attacker}
     return {"planted": leaks, "real": real, "attacker": [{k: v for k, v in r.items() if k != "output"}
@@ -238,7 +239,9 @@ def run_leaks(say) -> dict:
         # A pass counts only with the policy responding to its own inputs (a constant policy passes vacuously).
         "real_passed": sum(bool(r["passed"] and r.get("sensitive", True)) for r in real),
         "attacker": len(attacker), "attacker_caught": sum(bool(r["caught"]) for r in attacker),
-        "attacker_twins": len(twins), "attacker_twins_passed": sum(bool(v) for v in twins.values())}}
+        "attacker_twins": len(twins), "attacker_twins_passed": sum(bool(v) for v in twins.values()),
+        "attacker_failed_behaviourally": sum(bool(r["behavioural_fail"]) for r in attacker),
+        "attacker_failed_structurally": sum(bool(r["structural_fail"]) for r in attacker)}}
 
 
 DISK_JOB = "smax_3m_qmix"
@@ -343,13 +346,15 @@ def markdown(results: dict) -> str:
             lines += ["### Attacker leaks (issue 36), through `ctde audit DIR`", "",
                       f"The audit caught {s['attacker_caught']} of {s['attacker']} attacker leaks (exit status 2 and "
                       f"the expected FAIL text) and passed {s['attacker_twins_passed']} of {s['attacker_twins']} "
-                      "honest twins.", "",
-                      "| attacker leak | class | reads | caught | exit | verdict | seconds | honest twin passed |",
-                      "|---|---|---|---|---|---|---|---|"]
+                      f"honest twins; {s.get('attacker_failed_behaviourally')} failed the behavioural audit, "
+                      f"{s.get('attacker_failed_structurally')} the structural check.", "",
+                      "| attacker leak | class | reads | caught | exit | failed behaviourally | failed structurally | "
+                      "verdict | seconds | honest twin passed |", "|---|---|---|---|---|---|---|---|---|---|"]
             for r in lk["attacker"]:
                 verdict = " ".join(str(r["verdict"]).split())[:200].replace("|", "\\|")
                 lines.append(f"| {r['leak']} | {r['class']} | {r['description']} | {'yes' if r['caught'] else 'NO'} | "
-                             f"{r['exit_status']} | {verdict} | {r['seconds']:.1f} | "
+                             f"{r['exit_status']} | {'yes' if r.get('behavioural_fail') else 'no'} | "
+                             f"{'yes' if r.get('structural_fail') else 'no'} | {verdict} | {r['seconds']:.1f} | "
                              f"{r['twin']}: {'yes' if r['twin_passed'] else 'NO'} |")
             lines.append("")
     if "disk" in results:

@@ -462,7 +462,8 @@ def audit_attacker_leaks(leaks: list[str] | None = None, root: Path | None = Non
 
     Returns one row per leak: {"leak", "class", "description", "exit_status", "expected" (the text the output
     must hold), "caught" (exit status 2, "FAIL" and every expected text in the output, no traceback), "traceback",
-    "verdict" (the audit's verdict line), "output", "seconds" (save and audit), "twin", "twin_exit_status",
+    "behavioural_fail" and "structural_fail" (which of the audit's verdicts failed), "verdict" (the audit's verdict
+    line), "output", "seconds" (save and audit), "twin", "twin_exit_status",
     "twin_passed" (exit 0 and "PASS"), "twin_seconds"}."""
     names = list(leaks or ATTACKER_LEAKS)
     env_spec = smax_env_spec() if any(ATTACKER_LEAKS[n].twin == "smax_rnn_agent" for n in names) else None
@@ -487,6 +488,9 @@ def audit_attacker_leaks(leaks: list[str] | None = None, root: Path | None = Non
                          "exit_status": status, "expected": list(leak.expect),
                          "caught": status == 2 and "FAIL" in output and not has_traceback
                          and all(text in output for text in leak.expect),
-                         "traceback": has_traceback, "verdict": _verdict(output), "output": output,
+                         "traceback": has_traceback,
+                         "behavioural_fail": "Behavioural: FAIL" in output or _verdict(output).startswith("FAIL:"),
+                         "structural_fail": "FAIL (structural)" in output,
+                         "verdict": _verdict(output), "output": output,
                          "seconds": seconds, **twins[leak.twin]})
     return rows
