@@ -184,6 +184,8 @@ def test_an_overriding_subclass_is_reported_as_not_covered():
     assert report.passed and "audited behaviourally only" in report.message
 
 
+# About 50 s: exports and traces every built-in network (make test-slow; CI runs it).
+@pytest.mark.slow
 def test_every_built_in_network_passes_the_structural_check():
     """One real export per distinct exported network (the list `tests/test_planted_leaks.py` covers the matrix
     with): each of policy.py's and the paradigms' registered networks, with quantile heads, per-agent parameters,

@@ -88,6 +88,8 @@ def test_each_leak_fails_ctde_audit_from_the_command_line(leak, env_spec, tmp_pa
     assert f"episodes of {ENV}" in out
 
 
+# Long random episodes through the CLI for two leaks (make test-slow; CI runs it).
+@pytest.mark.slow
 @pytest.mark.parametrize("leak", ("late", "dead_teammate"))
 def test_without_the_environment_the_audit_says_so_and_still_catches_leaks(leak, env_spec, tmp_path, capsys):
     """smac:3m is a host environment (SMAC itself), which the audit does not roll out: the verdict says so, and

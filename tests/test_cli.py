@@ -53,6 +53,8 @@ def _comparable(rows):
     return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in rows]
 
 
+# About 55-75 s: two runs compared row by row (make test-slow; CI runs it).
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(run_training):
     from ctde.training.runner import train
 

@@ -126,6 +126,8 @@ def test_its_options_are_a_configuration_section(tiny_aux):
         resolve(build_config(["env=toy:hallway", "paradigm=tiny_aux", "algo.share_parameters=false"]))
 
 
+# About 40 s cold: a whole run of the test-file paradigm (make test-slow; CI runs it).
+@pytest.mark.slow
 def test_it_trains_evaluates_exports_and_passes_the_audit(tiny_aux, run_training):
     result = run_training(*FAST, "paradigm=tiny_aux", "tiny_aux.width=24", "tiny_aux.penalty=0.5", "steps=600")
     run_dir = result.run_dir
