@@ -356,18 +356,25 @@ class HostProgram(Program):
         row = training_row(counters, np.asarray(state.first_nonfinite_step), sums, update_sums, n_updates,
                            exploration, xp=np)
         models = self.paradigm.train_eval_models
-
-        def split(rng):
-            rng, key = jax.random.split(rng)
-            return rng, jax.random.split(key, len(models))
-
-        eval_rng, keys = jax.jit(jax.vmap(split))(state.eval_rng)
+        eval_rng, keys = self._eval_keys(state.eval_rng)
         for m, model in enumerate(models):
             got = self.episodes(self._act(model), self.backbone.agent_params(learner), keys[:, m],
                                 self.config.eval.episodes)
             for name, value in got.stats.means(np).items():
                 row[f"test/{model}/{name}"] = value
         return eval_rng, row
+
+    @functools.cached_property
+    def _eval_keys(self):
+        """Per seed: (the evaluation key to go on with, one key per evaluated model), jitted once for the run (a
+        fresh jit per block would trace and compile again every block)."""
+        models = len(self.paradigm.train_eval_models)
+
+        def split(rng):
+            rng, key = jax.random.split(rng)
+            return rng, jax.random.split(key, models)
+
+        return jax.jit(jax.vmap(split))
 
     def _update_metrics(self, state: RunState) -> dict:
         """The update's metric names and dtypes (per seed): remembered from the last iteration, else traced."""
